@@ -1,0 +1,62 @@
+"""The ``evalbench`` command: a Hydra app where one run measures one configuration."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from evalbench.config import register_configs
+
+_PACKAGE = Path(__file__).resolve().parent
+# An installed wheel carries conf/ inside the package; a source checkout has it beside the package.
+CONFIG_DIR = _PACKAGE / "conf" if (_PACKAGE / "conf").is_dir() else _PACKAGE.parent / "conf"
+
+register_configs()
+
+
+def _quiet_libraries() -> None:
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*quantize_per_channel.*")
+
+
+def summary(record: dict[str, Any]) -> str:
+    """One line per configuration, printed as it finishes."""
+    head = f"[{record['status']}] {record['model']} {record['precision']} threads={record['threads']} " \
+        f"batch_size={record['batch_size']}"  # fmt: skip
+    if record["status"] != "ok":
+        return f"{head}: {record['error']}"
+    parts = []
+    if record.get("perplexity") is not None:
+        parts.append(f"ppl {record['perplexity']:.3f} ({record['eval_tokens']} tokens)")
+    if record.get("decode_tokens_per_s") is not None:
+        parts.append(f"decode {record['decode_tokens_per_s']:.1f} tok/s, prefill {record['prefill_tokens_per_s']:.1f} tok/s")
+    return f"{head}: {', '.join(parts)} -> {record['record_file']}"
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+def _app(cfg: DictConfig) -> str:
+    from evalbench.runner import run_configuration
+
+    _quiet_libraries()
+    record = run_configuration(cfg)
+    print(summary(record), flush=True)
+    if record["status"] != "ok" and HydraConfig.get().mode == RunMode.RUN:
+        print(f"evalbench: error: {record['error']}", file=sys.stderr)
+        sys.exit(1)
+    return record["status"]
+
+
+def main() -> None:
+    logging.getLogger("evalbench").setLevel(logging.INFO)
+    _app()

@@ -1,0 +1,102 @@
+"""Typed schema of the Hydra config; ``conf/`` holds the values, one group per module."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from evalbench.errors import EvalbenchError
+
+
+@dataclass
+class ModelConfig:
+    """A causal LM: a hub id or local directory, optionally a GGUF file inside it (``evalbench/model``)."""
+
+    name: str = MISSING
+    path: str | None = None
+    gguf_file: str | None = None
+    package: str | None = None  # a Python package whose folder holds the checkpoint (the sample model)
+    install: str | None = None  # the command that installs ``package``
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DatasetConfig:
+    """The text perplexity is measured on, read locally or from the hub (``evalbench/dataset``)."""
+
+    name: str = "wikitext2"
+    data_dir: str | None = None  # a folder laid out like shared/data; set from EVALBENCH_DATA_DIR
+    local_file: str = "wikitext-2-raw/wiki.test.raw"
+    hub_path: str = "Salesforce/wikitext"
+    hub_name: str | None = "wikitext-2-raw-v1"
+    split: str = "test"
+    text_field: str = "text"
+
+
+@dataclass
+class PerplexityConfig:
+    """Sliding-window perplexity (``evalbench/metrics/perplexity.py``)."""
+
+    enabled: bool = True
+    max_tokens: int | None = None  # 0 or null: the whole split
+    context: int = 1024
+    stride: int | None = None  # null: equal to context (non-overlapping windows)
+    reuse: bool = True  # reuse a result computed for the same model, precision and tokens
+
+
+@dataclass
+class SpeedConfig:
+    """Greedy generation timing (``evalbench/metrics/speed.py``)."""
+
+    enabled: bool = True
+    prompt_tokens: int = 128
+    new_tokens: int = 64
+    warmup: int = 1
+    repeats: int = 3
+
+
+@dataclass
+class EvalbenchConfig:
+    """One configuration to measure: a model at a precision, thread count and batch size."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    precision: Any = MISSING  # instantiated through its ``_target_`` (``evalbench/precision``)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
+    threads: int = 1
+    batch_size: int = 1
+    results_dir: str = "results"
+    cache_dir: str = "~/.cache/evalbench"
+
+
+def register_configs() -> None:
+    """Register the schema that ``conf/config.yaml`` extends."""
+    ConfigStore.instance().store(name="evalbench_schema", node=EvalbenchConfig)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise EvalbenchError(message)
+
+
+def validate(cfg: Any) -> None:
+    """Check the values Hydra's types cannot; raise :class:`EvalbenchError` naming the bad one."""
+    cores = os.cpu_count() or 1
+    _check(cfg.threads >= 1, f"threads={cfg.threads} is invalid; valid: an integer >= 1 (this machine has {cores} cores)")
+    _check(cfg.batch_size >= 1, f"batch_size={cfg.batch_size} is invalid; valid: an integer >= 1")
+    ppl, speed = cfg.perplexity, cfg.speed
+    _check(ppl.max_tokens is None or ppl.max_tokens == 0 or ppl.max_tokens >= 2,
+           f"perplexity.max_tokens={ppl.max_tokens} is invalid; valid: 0 or null (whole split) or an integer >= 2")  # fmt: skip
+    _check(ppl.context >= 2, f"perplexity.context={ppl.context} is invalid; valid: an integer >= 2")
+    _check(ppl.stride is None or 1 <= ppl.stride <= ppl.context,
+           f"perplexity.stride={ppl.stride} is invalid; valid: null or 1..perplexity.context ({ppl.context})")  # fmt: skip
+    _check(speed.prompt_tokens >= 1, f"speed.prompt_tokens={speed.prompt_tokens} is invalid; valid: an integer >= 1")
+    _check(speed.new_tokens >= 2, f"speed.new_tokens={speed.new_tokens} is invalid; valid: an integer >= 2")
+    _check(speed.warmup >= 0, f"speed.warmup={speed.warmup} is invalid; valid: an integer >= 0")
+    _check(speed.repeats >= 1, f"speed.repeats={speed.repeats} is invalid; valid: an integer >= 1")

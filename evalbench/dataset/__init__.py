@@ -1,0 +1,1 @@
+"""Evaluation text, read from EVALBENCH_DATA_DIR offline or from the hub online."""

@@ -1,0 +1,1 @@
+"""Loading causal LMs from the hub, local directories and GGUF files."""

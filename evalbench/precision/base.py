@@ -1,0 +1,66 @@
+"""The interface every precision implements, and the helper that swaps ``nn.Linear`` layers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from evalbench.errors import PrecisionError
+
+
+@dataclass
+class Precision:
+    """A numeric format a model is converted to before it is measured.
+
+    Subclasses set ``name`` and ``scheme`` and implement :meth:`apply`; each one is
+    also the typed Hydra config of its ``conf/precision/<name>.yaml`` file.
+    """
+
+    name: str = "fp32"
+    scheme: str = "none"
+    skip_modules: list[str] = field(default_factory=lambda: ["lm_head"])
+
+    def check_supported(self) -> None:
+        """Raise :class:`PrecisionError` when this machine or torch build cannot run the precision."""
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Convert ``model`` in place and return it."""
+        raise NotImplementedError
+
+    def implementation(self) -> str:
+        """The kernel (and its library) that runs the model's matmuls."""
+        return f"torch {torch.__version__} aten linear"
+
+    def describe(self) -> dict[str, object]:
+        """The fields recorded for this precision."""
+        return {
+            "precision": self.name,
+            "scheme": self.scheme,
+            "skip_modules": list(self.skip_modules),
+            "implementation": self.implementation(),
+        }
+
+
+def replace_linears(
+    model: nn.Module, skip_modules: list[str], convert: Callable[[str, nn.Linear], nn.Module]
+) -> int:
+    """Replace every ``nn.Linear`` whose qualified name has no part in ``skip_modules``.
+
+    ``convert`` receives the layer's qualified name and the layer and returns its
+    replacement. Returns how many layers were replaced; raises when none were.
+    """
+    targets = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and not set(name.split(".")) & set(skip_modules)
+    ]
+    for name, module in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, convert(name, module))
+    if not targets:
+        raise PrecisionError(f"no nn.Linear layer to convert (skip_modules={skip_modules})")
+    return len(targets)

@@ -1,0 +1,21 @@
+"""BF16: weights and compute in bfloat16."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from evalbench.precision.base import Precision
+
+
+@dataclass
+class BF16(Precision):
+    """Every parameter cast to bfloat16; matmuls run in oneDNN's bf16 kernels."""
+
+    name: str = "bf16"
+    scheme: str = "bf16"
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        return model.to(torch.bfloat16)

@@ -1,0 +1,82 @@
+"""One JSON record per configuration run, written atomically; :func:`load_results` reads them back.
+
+Each record goes to its own uniquely named file, written to a temporary file in the
+same folder, flushed to disk and renamed into place: a crash or Ctrl-C leaves either
+the whole record or none, and sweeps writing to one folder at once never collide.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+RECORDS_SUBDIR = "records"
+
+# Columns every results table has, in this order, even when every run failed.
+CORE_COLUMNS = [
+    "model", "precision", "threads", "batch_size", "perplexity", "bits_per_byte", "word_perplexity",
+    "eval_tokens", "prefill_tokens_per_s", "decode_tokens_per_s", "ttft_s", "peak_rss_bytes", "weight_bytes",
+    "status", "error",
+]  # fmt: skip
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_record(results_dir: str | Path, record: dict[str, Any]) -> Path:
+    """Write ``record`` as ``<results_dir>/records/<run_id>.json`` atomically and return its path."""
+    folder = Path(results_dir) / RECORDS_SUBDIR
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{record['run_id']}.json"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(_json_safe(record), handle, indent=2, sort_keys=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def read_records(results_dir: str | Path) -> list[dict[str, Any]]:
+    """Every readable record under ``results_dir``; an unreadable file is reported with a warning."""
+    folder = Path(results_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"results_dir={str(results_dir)!r} does not exist")
+    records = []
+    for path in sorted((folder / RECORDS_SUBDIR).glob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            warnings.warn(f"skipping unreadable record {path}: {exc}", stacklevel=2)
+            continue
+        record["record_file"] = str(path)
+        records.append(record)
+    return records
+
+
+def load_results(results_dir: str | Path = "results"):
+    """One row per configuration run: metrics, ``config.*`` (resolved config) and ``env.*`` (machine) columns."""
+    import pandas as pd
+
+    records = read_records(results_dir)
+    frame = pd.json_normalize(records, sep=".") if records else pd.DataFrame()
+    extra = [c for c in frame.columns if c not in CORE_COLUMNS]
+    return frame.reindex(columns=CORE_COLUMNS + extra)

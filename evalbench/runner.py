@@ -1,0 +1,162 @@
+"""Measure one configuration end to end and write its record; failures become failed records."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate, to_absolute_path
+from omegaconf import DictConfig, OmegaConf
+
+from evalbench import quality_cache
+from evalbench.config import validate
+from evalbench.dataset.text import load_text
+from evalbench.environment import fingerprint
+from evalbench.errors import EvalbenchError
+from evalbench.metrics.memory import peak_rss_bytes, reset_peak_rss, weight_bytes
+from evalbench.metrics.perplexity import perplexity, scored_text, tokenize
+from evalbench.metrics.speed import measure_speed, prompt_batch
+from evalbench.model.loader import load_model
+from evalbench.precision.base import Precision
+from evalbench.results import write_record
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _precision_name(cfg: DictConfig) -> str:
+    try:
+        return get_class(cfg.precision._target_).name
+    except Exception:
+        return str(OmegaConf.select(cfg, "precision._target_", default="unknown"))
+
+
+def new_record(cfg: DictConfig) -> dict[str, Any]:
+    """The identifying fields of a run, filled in before anything can fail."""
+    model = OmegaConf.select(cfg, "model.name", default=None, throw_on_missing=False) or "unknown"
+    precision = _precision_name(cfg)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{model}-{precision}-t{cfg.threads}-b{cfg.batch_size}")
+    return {
+        "run_id": f"{stamp}-{slug}-{uuid.uuid4().hex[:8]}",
+        "status": "running",
+        "error": None,
+        "error_type": None,
+        "model": model,
+        "precision": precision,
+        "threads": cfg.threads,
+        "batch_size": cfg.batch_size,
+        "started_at": _now(),
+    }
+
+
+def _instantiate_precision(cfg: DictConfig) -> Precision:
+    try:
+        return instantiate(cfg.precision)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, EvalbenchError):
+            raise cause from None
+        raise EvalbenchError(f"precision config is invalid: {cause or exc}") from exc
+
+
+def _checkpoint_identity(location: str) -> list[tuple[str, int, int]]:
+    folder = Path(location)
+    if not folder.is_dir():
+        return []
+    return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
+
+
+def _set_threads(threads: int) -> int:
+    torch.set_num_threads(threads)
+    actual = torch.get_num_threads()
+    if actual != threads:
+        raise EvalbenchError(f"threads={threads} could not be set: torch.get_num_threads() reports {actual}")
+    return actual
+
+
+def _measure(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None:
+    validate(cfg)
+    precision = _instantiate_precision(cfg)
+    record.update(precision.describe())
+    precision.check_supported()
+    record["torch_num_threads"] = _set_threads(cfg.threads)
+
+    text = load_text(cfg.dataset)
+    record["dataset_source"] = text.source
+
+    started = time.perf_counter()
+    model, tokenizer, source = load_model(cfg.model, to_absolute_path(str(Path(cfg.cache_dir).expanduser())))
+    record.update(model_location=source.location, gguf_file=source.gguf_file, load_time_s=time.perf_counter() - started)
+    record["parameters"] = sum(p.numel() for p in model.parameters())
+    reset_peak_rss()
+    started = time.perf_counter()
+    model = precision.apply(model)
+    record["convert_time_s"] = time.perf_counter() - started
+    record["weight_bytes"] = weight_bytes(model)
+
+    corpus = tokenize(text.text, tokenizer)
+    if cfg.perplexity.enabled:
+        _measure_perplexity(cfg, record, results_dir, model, corpus, source.location)
+    if cfg.speed.enabled:
+        prompts = prompt_batch(corpus.ids, cfg.batch_size, cfg.speed.prompt_tokens)
+        record.update(prompt_tokens=cfg.speed.prompt_tokens, new_tokens=cfg.speed.new_tokens)
+        record.update(measure_speed(model, prompts, cfg.speed.new_tokens, cfg.speed.warmup, cfg.speed.repeats))
+    record["peak_rss_bytes"] = peak_rss_bytes()
+
+
+def _measure_perplexity(cfg, record, results_dir, model, corpus, location) -> None:
+    ppl_cfg = cfg.perplexity
+    stride = ppl_cfg.stride or ppl_cfg.context
+    scored = scored_text(corpus, ppl_cfg.max_tokens)
+    record.update(ppl_context=ppl_cfg.context, ppl_stride=stride, ppl_max_tokens=ppl_cfg.max_tokens or None)
+    key = quality_cache.cache_key(
+        {
+            "model": location,
+            "checkpoint": _checkpoint_identity(location),
+            "precision": {k: v for k, v in record.items() if k in ("precision", "scheme", "group_size", "skip_modules")},
+            "tokens": scored.token_hash,
+            "context": ppl_cfg.context,
+            "stride": stride,
+            "torch": torch.__version__,
+        }
+    )
+    cached = quality_cache.load(results_dir, key) if ppl_cfg.reuse else None
+    if cached is not None:
+        record.update(cached["perplexity"], perplexity_from_run=cached["computed_by"])
+        return
+    started = time.perf_counter()
+    result = perplexity(model, scored, ppl_cfg.context, stride).to_record()
+    record.update(result, perplexity_time_s=time.perf_counter() - started, perplexity_from_run=None)
+    quality_cache.store(results_dir, key, {"perplexity": result, "computed_by": record["run_id"]})
+
+
+def run_configuration(cfg: DictConfig) -> dict[str, Any]:
+    """Measure ``cfg`` and write its record (status ``ok`` or ``failed``); never raises on bad input."""
+    record = new_record(cfg)
+    results_dir = Path(to_absolute_path(cfg.results_dir))
+    started = time.perf_counter()
+    try:
+        _measure(cfg, record, results_dir)
+        record["status"] = "ok"
+    except EvalbenchError as exc:
+        record.update(status="failed", error=str(exc), error_type=type(exc).__name__)
+    except Exception as exc:
+        log.exception("configuration failed")
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        record.update(status="failed", error=f"{type(exc).__name__}: {message}", error_type=type(exc).__name__)
+    record.update(finished_at=_now(), duration_s=time.perf_counter() - started)
+    record["config"] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    record["env"] = fingerprint()
+    record["record_file"] = str(write_record(results_dir, record))
+    return record

@@ -1,0 +1,1 @@
+"""Hydra sweeper plugin of evalbench (``hydra/sweeper=evalbench``)."""
