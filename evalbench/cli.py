@@ -35,7 +35,7 @@ def summary(record: dict[str, Any]) -> str:
     head = f"[{record['status']}] {record['model']} {record['precision']} threads={record['threads']} " \
         f"batch_size={record['batch_size']}"  # fmt: skip
     if record["status"] != "ok":
-        return f"{head}: {record['error']}"
+        return f"{head}: {record['error']} -> {record['record_file']}"
     parts = []
     if record.get("perplexity") is not None:
         parts.append(f"ppl {record['perplexity']:.3f} ({record['eval_tokens']} tokens)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import logging
 import re
 import time
@@ -12,7 +13,7 @@ from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate, to_absolute_path
+from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from evalbench import quality_cache
@@ -35,10 +36,13 @@ def _now() -> str:
 
 
 def _precision_name(cfg: DictConfig) -> str:
+    """The precision's name, read from its class; the raw value when the config is broken."""
+    target = str(OmegaConf.select(cfg, "precision._target_", default="unknown"))
+    module, _, attr = target.rpartition(".")
     try:
-        return get_class(cfg.precision._target_).name
-    except Exception:
-        return str(OmegaConf.select(cfg, "precision._target_", default="unknown"))
+        return getattr(importlib.import_module(module), attr).name
+    except (ImportError, AttributeError, ValueError):
+        return target
 
 
 def new_record(cfg: DictConfig) -> dict[str, Any]:

@@ -37,8 +37,10 @@ ConfigStore.instance().store(group="hydra/sweeper", name="evalbench", node=Evalb
 
 def one_line(exc: BaseException) -> str:
     """An exception's message on one line (Hydra's composition errors span several)."""
-    text = str(exc).replace("\n\t", ", ").replace(":\n", ": ")
-    return re.sub(r"\s*\n\s*", "; ", text.strip())
+    text = str(exc).split("Config search path")[0].strip()
+    text = re.sub(r":\s*\n\t", ": ", text)  # "Available options in 'precision':\n\tbf16"
+    text = re.sub(r"\n\t", ", ", text)
+    return re.sub(r"\s*\n\s*", "; ", text)
 
 
 def _override_value(overrides: Sequence[str], key: str) -> str | None:

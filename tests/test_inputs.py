@@ -1,0 +1,65 @@
+"""Bad model paths, GGUF files and data files fail with one line naming the value and what is valid."""
+
+from __future__ import annotations
+
+import pytest
+
+from evalbench.config import DatasetConfig, ModelConfig
+from evalbench.dataset.text import load_text
+from evalbench.errors import EvalbenchError
+from evalbench.model.loader import load_model
+from evalbench.model.source import resolve_source
+
+
+def test_missing_local_path():
+    with pytest.raises(EvalbenchError, match=r"model.path='/no/such/dir' does not exist; valid: a local directory"):
+        resolve_source(ModelConfig(name="x", path="/no/such/dir"))
+
+
+def test_hub_ids_pass_through_and_fail_offline(tmp_path):
+    source = resolve_source(ModelConfig(name="x", path="nobody/no-such-model"))
+    assert not source.is_local and source.location == "nobody/no-such-model"
+    with pytest.raises(EvalbenchError, match=r"model.path='nobody/no-such-model' could not be loaded"):
+        load_model(ModelConfig(name="x", path="nobody/no-such-model"), tmp_path)
+
+
+def test_file_instead_of_directory(tmp_path):
+    weights = tmp_path / "model.gguf"
+    weights.write_bytes(b"")
+    with pytest.raises(EvalbenchError, match="is a file; give its directory as model.path"):
+        resolve_source(ModelConfig(name="x", path=str(weights)))
+
+
+def test_missing_package_names_install_command():
+    config = ModelConfig(name="x", package="no_such_pkg_evalbench", install="pip install --no-deps no-such-pkg")
+    with pytest.raises(EvalbenchError, match=r"'no_such_pkg_evalbench' is not installed; install it with: pip install"):
+        resolve_source(config)
+
+
+def test_missing_gguf_file_lists_those_present(tmp_path):
+    (tmp_path / "other.gguf").write_bytes(b"GGUF")
+    with pytest.raises(EvalbenchError, match=r"model.gguf_file='m.gguf' is not in .*GGUF files there: \['other.gguf'\]"):
+        resolve_source(ModelConfig(name="x", path=str(tmp_path), gguf_file="m.gguf"))
+
+
+def test_unreadable_gguf(tmp_path):
+    (tmp_path / "broken.gguf").write_bytes(b"this is not a gguf file" * 100)
+    config = ModelConfig(name="x", path=str(tmp_path), gguf_file="broken.gguf")
+    with pytest.raises(EvalbenchError, match=r"broken.gguf' could not be read as GGUF"):
+        load_model(config, tmp_path / "cache")
+    leftovers = [p for p in (tmp_path / "cache" / "converted").iterdir() if p.suffix != ".lock"]
+    assert not leftovers, "nothing half-written is cached"
+
+
+def test_local_text_and_missing_file(tmp_path):
+    (tmp_path / "wikitext-2-raw").mkdir()
+    (tmp_path / "wikitext-2-raw" / "wiki.test.raw").write_text(" = A = \n b \n")
+    assert load_text(DatasetConfig(data_dir=str(tmp_path))).text == " = A = \n b \n"
+    with pytest.raises(EvalbenchError, match=r"dataset file .*nothing.raw' not found"):
+        load_text(DatasetConfig(data_dir=str(tmp_path), local_file="nothing.raw"))
+
+
+def test_offline_without_local_data(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(EvalbenchError, match="needs local files while offline: set EVALBENCH_DATA_DIR"):
+        load_text(DatasetConfig(data_dir=None))
