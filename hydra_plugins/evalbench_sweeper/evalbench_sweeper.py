@@ -43,12 +43,13 @@ def one_line(exc: BaseException) -> str:
     return re.sub(r"\s*\n\s*", "; ", text)
 
 
-def _override_value(overrides: Sequence[str], key: str) -> str | None:
+def _override_value(overrides: Sequence[str], key: str, default: Any) -> Any:
+    """The value ``key`` is given in ``overrides`` (as an int when it is one), else ``default``."""
     for override in overrides:
         name, _, value = override.lstrip("+~").partition("=")
         if name == key:
-            return value
-    return None
+            return int(value) if value.lstrip("-").isdigit() else value
+    return default
 
 
 class EvalbenchSweeper(BasicSweeper):
@@ -77,12 +78,13 @@ class EvalbenchSweeper(BasicSweeper):
         from evalbench.results import write_record
         from evalbench.runner import new_record
 
+        model = _override_value(overrides, "model.name", _override_value(overrides, "model", self.config.model.name))
         base = OmegaConf.create(
             {
-                "model": {"name": _override_value(overrides, "model") or self.config.model.name},
-                "precision": {"_target_": _override_value(overrides, "precision") or "unknown"},
-                "threads": _override_value(overrides, "threads") or self.config.threads,
-                "batch_size": _override_value(overrides, "batch_size") or self.config.batch_size,
+                "model": {"name": model},
+                "precision": {"_target_": _override_value(overrides, "precision", "unknown")},
+                "threads": _override_value(overrides, "threads", self.config.threads),
+                "batch_size": _override_value(overrides, "batch_size", self.config.batch_size),
             }
         )
         record = new_record(base)

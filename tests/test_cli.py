@@ -1,0 +1,91 @@
+"""The evalbench command on a tiny random-weight model: sweeps, failures, records and exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evalbench import load_results
+
+FAST = ["perplexity.max_tokens=300", "perplexity.context=128", "speed.prompt_tokens=8", "speed.new_tokens=4",
+        "speed.repeats=2", "speed.warmup=1"]  # fmt: skip
+
+
+def evalbench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, "-m", "evalbench", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+
+
+@pytest.fixture()
+def tiny_args(tiny_model_dir, tmp_path) -> list[str]:
+    return ["model=hub", f"model.path={tiny_model_dir}", "model.name=tiny", f"results_dir={tmp_path / 'results'}",
+            f"cache_dir={tmp_path / 'cache'}", *FAST]  # fmt: skip
+
+
+def test_sweep_records_every_configuration_and_goes_past_failures(tiny_args, tmp_path):
+    out = evalbench("-m", "precision=fp32,bf16,int8,int8_dynamic,int4,int3", "threads=1,0", "batch_size=2",
+                    *tiny_args, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert "12 configurations, 5 ok, 7 failed" in out.stdout
+    frame = load_results(tmp_path / "results")
+    assert len(frame) == 12
+    ok = frame[frame.status == "ok"]
+    assert sorted(ok.precision) == ["bf16", "fp32", "int4", "int8", "int8_dynamic"]
+    assert (ok.threads == 1).all() and (ok.torch_num_threads == 1).all() and (ok.batch_size == 2).all()
+    assert ok.eval_token_hash.nunique() == 1 and (ok.eval_tokens == ok.eval_tokens.iloc[0]).all()
+    assert (ok.decode_tokens_per_s > 0).all() and (ok.peak_rss_bytes > 0).all()
+    assert ok.set_index("precision").weight_bytes.idxmin() == "int4"
+    assert {"env.cpu_model", "env.torch", "env.evalbench", "config.speed.new_tokens", "implementation"} <= set(frame)
+    failed = frame[frame.status == "failed"]
+    assert all("\n" not in e and e for e in failed.error)
+    assert (failed.model == "tiny").all()
+    bad_threads = failed[(failed.threads == 0) & (failed.precision != "int3")]
+    assert len(bad_threads) == 5 and bad_threads.error.str.contains("threads=0 is invalid").all()
+    bad_precision = failed[failed.precision == "int3"]
+    assert len(bad_precision) == 2
+    assert bad_precision.error.str.contains("Could not find 'precision/int3'.*fp32, int4, int8, int8_dynamic").all()
+
+
+def test_single_run_bad_value_is_one_line_and_a_failed_record(tiny_args, tmp_path):
+    out = evalbench("batch_size=0", *tiny_args, cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == "evalbench: error: batch_size=0 is invalid; valid: an integer >= 1"
+    frame = load_results(tmp_path / "results")
+    assert frame.status.tolist() == ["failed"] and frame.batch_size.tolist() == [0]
+
+
+def test_missing_model_path_names_it(tmp_path):
+    out = evalbench("model=hub", "model.path=/nowhere/model", f"results_dir={tmp_path}", cwd=tmp_path)
+    assert out.returncode == 1
+    assert "model.path='/nowhere/model' does not exist" in out.stderr.strip().splitlines()[-1]
+
+
+def test_perplexity_is_reused_across_batch_sizes(tiny_args, tmp_path):
+    out = evalbench("-m", "precision=int8", "batch_size=1,2", *tiny_args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    frame = load_results(tmp_path / "results").sort_values("batch_size")
+    first, second = frame.iloc[0], frame.iloc[1]
+    assert first.perplexity_from_run is None or first.perplexity_from_run != first.perplexity_from_run  # None/NaN
+    assert second.perplexity_from_run == first.run_id and second.perplexity == first.perplexity
+    out = evalbench("precision=int8", "perplexity.reuse=false", *tiny_args, cwd=tmp_path)
+    rerun = load_results(tmp_path / "results").sort_values("started_at").iloc[-1]
+    assert out.returncode == 0 and rerun.perplexity == pytest.approx(first.perplexity, rel=1e-4)
+    assert rerun.perplexity_time_s > 0
+
+
+def test_sample_sweep_preset_lists_every_axis():
+    from hydra import compose, initialize_config_dir
+
+    from evalbench.cli import CONFIG_DIR
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["sweep=sample"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert params.precision.split(",") == ["fp32", "bf16", "int8", "int8_dynamic", "int4"]
+    assert params.threads == "1,2" and params.batch_size == "1,4" and cfg.hydra.mode.name == "MULTIRUN"
+    assert cfg.model.name == "smollm2-135m" and cfg.perplexity.max_tokens > 0
