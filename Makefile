@@ -28,7 +28,8 @@ sample: setup
 	$(BIN)/evalbench sweep=sample results_dir=$(RESULTS)
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/ruff check evalbench hydra_plugins tests benchmarks
+	$(BIN)/python -m pytest -q -ra
 
 lint: setup
 	$(BIN)/ruff check evalbench hydra_plugins tests benchmarks

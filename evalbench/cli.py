@@ -32,15 +32,19 @@ def _quiet_libraries() -> None:
 
 def summary(record: dict[str, Any]) -> str:
     """One line per configuration, printed as it finishes."""
-    head = f"[{record['status']}] {record['model']} {record['precision']} threads={record['threads']} " \
-        f"batch_size={record['batch_size']}"  # fmt: skip
+    head = (
+        f"[{record['status']}] {record['model']} {record['precision']} threads={record['threads']} "
+        f"batch_size={record['batch_size']}"
+    )
     if record["status"] != "ok":
         return f"{head}: {record['error']} -> {record['record_file']}"
     parts = []
     if record.get("perplexity") is not None:
         parts.append(f"ppl {record['perplexity']:.3f} ({record['eval_tokens']} tokens)")
     if record.get("decode_tokens_per_s") is not None:
-        parts.append(f"decode {record['decode_tokens_per_s']:.1f} tok/s, prefill {record['prefill_tokens_per_s']:.1f} tok/s")
+        parts.append(
+            f"decode {record['decode_tokens_per_s']:.1f} tok/s, prefill {record['prefill_tokens_per_s']:.1f} tok/s"
+        )
     return f"{head}: {', '.join(parts)} -> {record['record_file']}"
 
 

@@ -88,14 +88,20 @@ def _check(ok: bool, message: str) -> None:
 def validate(cfg: Any) -> None:
     """Check the values Hydra's types cannot; raise :class:`EvalbenchError` naming the bad one."""
     cores = os.cpu_count() or 1
-    _check(cfg.threads >= 1, f"threads={cfg.threads} is invalid; valid: an integer >= 1 (this machine has {cores} cores)")
+    _check(
+        cfg.threads >= 1, f"threads={cfg.threads} is invalid; valid: an integer >= 1 (this machine has {cores} cores)"
+    )
     _check(cfg.batch_size >= 1, f"batch_size={cfg.batch_size} is invalid; valid: an integer >= 1")
     ppl, speed = cfg.perplexity, cfg.speed
-    _check(ppl.max_tokens is None or ppl.max_tokens == 0 or ppl.max_tokens >= 2,
-           f"perplexity.max_tokens={ppl.max_tokens} is invalid; valid: 0 or null (whole split) or an integer >= 2")  # fmt: skip
+    _check(
+        ppl.max_tokens is None or ppl.max_tokens == 0 or ppl.max_tokens >= 2,
+        f"perplexity.max_tokens={ppl.max_tokens} is invalid; valid: 0 or null (whole split) or an integer >= 2",
+    )
     _check(ppl.context >= 2, f"perplexity.context={ppl.context} is invalid; valid: an integer >= 2")
-    _check(ppl.stride is None or 1 <= ppl.stride <= ppl.context,
-           f"perplexity.stride={ppl.stride} is invalid; valid: null or 1..perplexity.context ({ppl.context})")  # fmt: skip
+    _check(
+        ppl.stride is None or 1 <= ppl.stride <= ppl.context,
+        f"perplexity.stride={ppl.stride} is invalid; valid: null or 1..perplexity.context ({ppl.context})",
+    )
     _check(speed.prompt_tokens >= 1, f"speed.prompt_tokens={speed.prompt_tokens} is invalid; valid: an integer >= 1")
     _check(speed.new_tokens >= 2, f"speed.new_tokens={speed.new_tokens} is invalid; valid: an integer >= 2")
     _check(speed.warmup >= 0, f"speed.warmup={speed.warmup} is invalid; valid: an integer >= 0")

@@ -14,10 +14,10 @@ import torch
 import transformers
 
 # ISA features that decide which CPU kernels can run fast.
-ISA_FLAGS = (
-    "sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-    "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8", "amx_tile", "asimd", "asimddp", "sve", "sve2", "bf16", "i8mm",
-)  # fmt: skip
+ISA_FLAGS = frozenset(
+    "sse4_2 avx avx2 fma f16c avx_vnni avx512f avx512bw avx512vl avx512_vnni avx512_bf16 avx512_fp16 "
+    "amx_bf16 amx_int8 amx_tile asimd asimddp sve sve2 bf16 i8mm".split()
+)
 
 
 def _cpuinfo() -> tuple[str, list[str]]:
@@ -38,9 +38,13 @@ def _cpuinfo() -> tuple[str, list[str]]:
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
-            timeout=5, check=True,
-        )  # fmt: skip
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None

@@ -18,11 +18,10 @@ from typing import Any
 RECORDS_SUBDIR = "records"
 
 # Columns every results table has, in this order, even when every run failed.
-CORE_COLUMNS = [
-    "model", "precision", "threads", "batch_size", "perplexity", "bits_per_byte", "word_perplexity",
-    "eval_tokens", "prefill_tokens_per_s", "decode_tokens_per_s", "ttft_s", "peak_rss_bytes", "weight_bytes",
-    "status", "error",
-]  # fmt: skip
+CORE_COLUMNS = (
+    "model precision threads batch_size perplexity bits_per_byte word_perplexity eval_tokens "
+    "prefill_tokens_per_s decode_tokens_per_s ttft_s peak_rss_bytes weight_bytes status error"
+).split()
 
 
 def _json_safe(value: Any) -> Any:

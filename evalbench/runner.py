@@ -128,7 +128,9 @@ def _measure_perplexity(cfg, record, results_dir, model, corpus, location) -> No
         {
             "model": location,
             "checkpoint": _checkpoint_identity(location),
-            "precision": {k: v for k, v in record.items() if k in ("precision", "scheme", "group_size", "skip_modules")},
+            "precision": {
+                k: v for k, v in record.items() if k in ("precision", "scheme", "group_size", "skip_modules")
+            },
             "tokens": scored.token_hash,
             "context": ppl_cfg.context,
             "stride": stride,

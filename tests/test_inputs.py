@@ -26,7 +26,7 @@ def test_hub_ids_pass_through_and_fail_offline(tmp_path):
 def test_file_instead_of_directory(tmp_path):
     weights = tmp_path / "model.gguf"
     weights.write_bytes(b"")
-    with pytest.raises(EvalbenchError, match="is a file; give its directory as model.path"):
+    with pytest.raises(EvalbenchError, match=r"is a file; give its directory as model\.path"):
         resolve_source(ModelConfig(name="x", path=str(weights)))
 
 
@@ -38,7 +38,9 @@ def test_missing_package_names_install_command():
 
 def test_missing_gguf_file_lists_those_present(tmp_path):
     (tmp_path / "other.gguf").write_bytes(b"GGUF")
-    with pytest.raises(EvalbenchError, match=r"model.gguf_file='m.gguf' is not in .*GGUF files there: \['other.gguf'\]"):
+    with pytest.raises(
+        EvalbenchError, match=r"model.gguf_file='m.gguf' is not in .*GGUF files there: \['other.gguf'\]"
+    ):
         resolve_source(ModelConfig(name="x", path=str(tmp_path), gguf_file="m.gguf"))
 
 

@@ -123,7 +123,7 @@ def test_int4_smaller_groups_are_more_accurate(tiny_model_dir, tiny_model):
 
 
 def test_replace_linears_needs_a_target(tiny_model):
-    with pytest.raises(PrecisionError, match="no nn.Linear layer to convert"):
+    with pytest.raises(PrecisionError, match=r"no nn\.Linear layer to convert"):
         replace_linears(tiny_model, ["model", "lm_head"], lambda _, layer: layer)
 
 

@@ -13,9 +13,19 @@ from evalbench.results import CORE_COLUMNS, write_record
 
 
 def _record(run_id: str, **extra) -> dict:
-    return {"run_id": run_id, "status": "ok", "error": None, "model": "m", "precision": "fp32", "threads": 1,
-            "batch_size": 1, "perplexity": 10.0, "config": {"model": {"name": "m"}}, "env": {"machine_id": "x"},
-            **extra}  # fmt: skip
+    return {
+        "run_id": run_id,
+        "status": "ok",
+        "error": None,
+        "model": "m",
+        "precision": "fp32",
+        "threads": 1,
+        "batch_size": 1,
+        "perplexity": 10.0,
+        "config": {"model": {"name": "m"}},
+        "env": {"machine_id": "x"},
+        **extra,
+    }
 
 
 def test_records_round_trip_into_a_table(tmp_path):

@@ -38,5 +38,5 @@ def test_prompts_are_distinct_real_tokens():
     batch = prompt_batch(ids, batch_size=4, prompt_tokens=50)
     assert batch.shape == (4, 50)
     assert batch[1, 0].item() == 50 and len({tuple(row.tolist()) for row in batch}) == 4
-    with pytest.raises(ValueError, match="fewer than batch_size x speed.prompt_tokens = 1200"):
+    with pytest.raises(ValueError, match=r"fewer than batch_size x speed\.prompt_tokens = 1200"):
         prompt_batch(ids, batch_size=4, prompt_tokens=300)

@@ -94,5 +94,7 @@ def prompt_batch(token_ids: list[int], batch_size: int, prompt_tokens: int) -> t
     """``batch_size`` different prompts of ``prompt_tokens`` consecutive real tokens each."""
     needed = batch_size * prompt_tokens
     if len(token_ids) < needed:
-        raise ValueError(f"the text has {len(token_ids)} tokens, fewer than batch_size x speed.prompt_tokens = {needed}")
+        raise ValueError(
+            f"the text has {len(token_ids)} tokens, fewer than batch_size x speed.prompt_tokens = {needed}"
+        )
     return torch.tensor(token_ids[:needed], dtype=torch.long).reshape(batch_size, prompt_tokens)

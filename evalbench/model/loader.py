@@ -38,7 +38,9 @@ def _convert_gguf(source: ModelSource, target: Path) -> None:
         model = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32, **kwargs)
     except Exception as exc:  # gguf raises assorted types on a damaged file
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EvalbenchError(f"model.gguf_file={str(source.gguf_path)!r} could not be read as GGUF: {first_line}") from exc
+        raise EvalbenchError(
+            f"model.gguf_file={str(source.gguf_path)!r} could not be read as GGUF: {first_line}"
+        ) from exc
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)  # the weights are plain FP32 now
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -44,9 +44,7 @@ class Precision:
         }
 
 
-def replace_linears(
-    model: nn.Module, skip_modules: list[str], convert: Callable[[str, nn.Linear], nn.Module]
-) -> int:
+def replace_linears(model: nn.Module, skip_modules: list[str], convert: Callable[[str, nn.Linear], nn.Module]) -> int:
     """Replace every ``nn.Linear`` whose qualified name has no part in ``skip_modules``.
 
     ``convert`` receives the layer's qualified name and the layer and returns its

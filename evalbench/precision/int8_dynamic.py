@@ -11,7 +11,6 @@ from torch import nn
 from evalbench.errors import PrecisionError
 from evalbench.precision.base import Precision, replace_linears
 
-
 REDUCE_RANGE_CHOICES = ("weights", "activations", "none")
 
 
@@ -48,7 +47,10 @@ class Int8DynamicLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).float()
         token_scale = flat.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)
-        out = torch.ops.quantized.linear_dynamic(flat / token_scale, self.packed, self.reduce_activation_range) * token_scale
+        out = (
+            torch.ops.quantized.linear_dynamic(flat / token_scale, self.packed, self.reduce_activation_range)
+            * token_scale
+        )
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)

