@@ -61,6 +61,28 @@ def _app(cfg: DictConfig) -> str:
     return record["status"]
 
 
+def _check_single_run(argv: list[str]) -> None:
+    """Compose a single run's config first, so that a bad value fails as one line and a record.
+
+    Sweeps are checked job by job by the evalbench sweeper; Hydra's own flags are left to Hydra.
+    """
+    if any(arg.startswith(("-", "hydra.", "hydra/")) for arg in argv):
+        return
+    from hydra import compose, initialize_config_dir
+
+    from evalbench.composition import record_composition_failure
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="evalbench"):
+        try:
+            cfg = compose("config", overrides=argv, return_hydra_config=True)
+        except Exception as exc:
+            record = record_composition_failure(argv, exc, compose("config"))
+            print(f"evalbench: error: {record['error']}", file=sys.stderr)
+            sys.exit(1)
+    del cfg
+
+
 def main() -> None:
     logging.getLogger("evalbench").setLevel(logging.INFO)
+    _check_single_run(sys.argv[1:])
     _app()

@@ -21,7 +21,7 @@ from evalbench.config import validate
 from evalbench.dataset.text import load_text
 from evalbench.environment import fingerprint
 from evalbench.errors import EvalbenchError
-from evalbench.metrics.memory import peak_rss_bytes, reset_peak_rss, weight_bytes
+from evalbench.metrics.memory import peak_rss_bytes, release_freed_memory, reset_peak_rss, weight_bytes
 from evalbench.metrics.perplexity import perplexity, scored_text, tokenize
 from evalbench.metrics.speed import measure_speed, prompt_batch
 from evalbench.model.loader import load_model
@@ -103,10 +103,11 @@ def _measure(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None
     model, tokenizer, source = load_model(cfg.model, to_absolute_path(str(Path(cfg.cache_dir).expanduser())))
     record.update(model_location=source.location, gguf_file=source.gguf_file, load_time_s=time.perf_counter() - started)
     record["parameters"] = sum(p.numel() for p in model.parameters())
-    reset_peak_rss()
     started = time.perf_counter()
     model = precision.apply(model)
     record["convert_time_s"] = time.perf_counter() - started
+    release_freed_memory()  # the FP32 originals of converted weights, and earlier runs' models
+    reset_peak_rss()  # peak_rss_bytes covers inference on the converted model, not loading
     record["weight_bytes"] = weight_bytes(model)
 
     corpus = tokenize(text.text, tokenizer)

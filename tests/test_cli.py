@@ -103,3 +103,20 @@ def test_sample_sweep_preset_lists_every_axis():
     assert params.precision.split(",") == ["fp32", "bf16", "int8", "int8_dynamic", "int4"]
     assert params.threads == "1,2" and params.batch_size == "1,4" and cfg.hydra.mode.name == "MULTIRUN"
     assert cfg.model.name == "smollm2-135m" and cfg.perplexity.max_tokens > 0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("precision=int3", "Could not find 'precision/int3'; Available options in 'precision': bf16, fp32, int4, int8"),
+        ("threads=abc", "Error merging override threads=abc; Value 'abc' of type 'str' could not be converted"),
+    ],
+)
+def test_single_run_composition_error_is_one_line_and_recorded(override, message, tiny_args, tmp_path):
+    out = evalbench(override, *tiny_args, cwd=tmp_path)
+    assert out.returncode == 1
+    last_line = out.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("evalbench: error: ") and message in last_line
+    frame = load_results(tmp_path / "results")
+    assert frame.status.tolist() == ["failed"] and frame.model.tolist() == ["tiny"]
+    assert message in frame.error.iloc[0]
