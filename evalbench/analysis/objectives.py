@@ -1,0 +1,50 @@
+"""Derived columns the analysis ranks by, and which direction is better for each column."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from evalbench.errors import EvalbenchError
+
+GROUP_COLUMNS = ["model", "env.machine_id"]
+# Least to most compressed: the baseline is the first one measured.
+PRECISION_ORDER = ["fp32", "bf16", "int8", "int8_dynamic", "int4"]
+HIGHER_IS_BETTER = {"decode_tokens_per_s", "prefill_tokens_per_s", "same_top_rate"}
+HIGHER_IS_BETTER_PREFIXES = ("task.",)
+DERIVED = {"ppl_ratio", "s_per_token"}
+
+
+def higher_is_better(column: str) -> bool:
+    return column in HIGHER_IS_BETTER or (column.startswith(HIGHER_IS_BETTER_PREFIXES) and "stderr" not in column)
+
+
+def baseline_precision(precisions: pd.Series) -> str:
+    """fp32 when measured, else the least compressed precision present."""
+    present = set(precisions)
+    ranked = [p for p in PRECISION_ORDER if p in present] or sorted(present)
+    return ranked[0]
+
+
+def successful(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"] == "ok"].copy()
+
+
+def with_objectives(df: pd.DataFrame) -> pd.DataFrame:
+    """Add ``ppl_ratio`` (perplexity over the group's baseline) and ``s_per_token`` (1 / decode tokens/s)."""
+    out = df.copy()
+    if "env.machine_id" not in out:
+        out["env.machine_id"] = "unknown"
+    out["s_per_token"] = 1.0 / out["decode_tokens_per_s"]
+    out["ppl_ratio"] = float("nan")
+    ok = out["status"] == "ok"
+    for _, group in out[ok].groupby(GROUP_COLUMNS, dropna=False):
+        base = group[group["precision"] == baseline_precision(group["precision"])]
+        out.loc[group.index, "ppl_ratio"] = group["perplexity"] / base["perplexity"].mean()
+    return out
+
+
+def check_columns(df: pd.DataFrame, columns: list[str]) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        numeric = sorted(c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and "." not in c)
+        raise EvalbenchError(f"unknown column {missing[0]!r}; valid: {sorted(DERIVED) + numeric}")

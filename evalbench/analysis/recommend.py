@@ -1,0 +1,258 @@
+"""The recommendation: the project's decision tree, followed and shown step by step.
+
+1. Baseline: the model at fp32 (else the least compressed precision measured, said so).
+2. No loss allowed: the cheapest configuration lossless within noise; when none meets the
+   performance target, the answer is distillation to a smaller model.
+3. Loss allowed: INT8 first; the cheapest INT8 configuration meeting every constraint.
+4. Else fewer bits (INT4 and any other measured scheme); else say which constraint failed
+   by how much and name the next levers.
+
+"Cheapest" is the lowest measured cost (seconds per decoded token by default). A
+constraint holds when its 95% confidence interval clears the target; an interval that
+straddles the target is borderline and chosen only when nothing passes clearly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from evalbench.analysis.objectives import (
+    GROUP_COLUMNS,
+    baseline_precision,
+    check_columns,
+    higher_is_better,
+    with_objectives,
+)
+from evalbench.analysis.pareto import pareto_front
+from evalbench.errors import EvalbenchError
+
+PASS, BORDERLINE, FAIL = "pass", "borderline", "fail"
+# Two-sided 95% Student t quantiles by degrees of freedom (repeats - 1).
+_T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
+NEXT_LEVERS = (
+    "prune the model (structured pruning, then re-measure)",
+    "distil into a smaller model",
+    "relax the quality floor or the performance target",
+)
+
+
+@dataclass
+class Step:
+    """One step of the decision tree: what it looked at, and why it went on or stopped."""
+
+    name: str
+    rows: pd.DataFrame
+    outcome: str
+    reason: str
+
+
+@dataclass
+class Recommendation:
+    config: pd.Series | None
+    verdict: str  # "recommend" | "distillation" | "nothing meets"
+    trace: list[Step] = field(default_factory=list)
+    frontier: pd.DataFrame = field(default_factory=pd.DataFrame)
+    borderline: bool = False
+
+    def __str__(self) -> str:
+        lines = []
+        for number, step in enumerate(self.trace, 1):
+            lines.append(f"{number}. {step.name}: {step.outcome}. {step.reason}")
+        if self.config is not None:
+            row = self.config
+            head = "RECOMMENDED (borderline)" if self.borderline else "RECOMMENDED"
+            lines.append(
+                f"{head}: {row['model']} {row['precision']} threads={row['threads']} batch_size={row['batch_size']}"
+                f" ({row['decode_tokens_per_s']:.1f} decode tok/s, quality loss {row['quality_loss']:+.2%})"
+            )
+        else:
+            lines.append(f"NO CONFIGURATION RECOMMENDED: {self.verdict}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A target on one column, checked against the column's 95% confidence interval."""
+
+    column: str
+    target: float
+    higher_better: bool
+
+    def label(self) -> str:
+        return f"{self.column} {'>=' if self.higher_better else '<='} {self.target:g}"
+
+    def interval(self, row: pd.Series) -> tuple[float, float]:
+        value = float(row[self.column])
+        std = row.get(f"{self.column}_std")
+        repeats = row.get("speed_repeats")
+        if std is None or pd.isna(std) or not repeats or pd.isna(repeats) or repeats < 2:
+            return value, value
+        half = _T95.get(int(repeats) - 1, 1.96) * float(std) / math.sqrt(float(repeats))
+        return value - half, value + half
+
+    def check(self, row: pd.Series) -> str:
+        low, high = self.interval(row)
+        if pd.isna(low):
+            return FAIL
+        worst, best = (low, high) if self.higher_better else (high, low)
+        if (worst >= self.target) if self.higher_better else (worst <= self.target):
+            return PASS
+        if (best >= self.target) if self.higher_better else (best <= self.target):
+            return BORDERLINE
+        return FAIL
+
+    def shortfall(self, rows: pd.DataFrame) -> str:
+        """How far the best of ``rows`` is from the target."""
+        values = rows[self.column].dropna()
+        if values.empty:
+            return f"{self.column}: not measured"
+        best = values.max() if self.higher_better else values.min()
+        gap = (self.target - best) / abs(self.target) if self.target else float("inf")
+        return f"{self.label()} missed: best {best:.4g} ({abs(gap):.1%} short)"
+
+
+class _Quality:
+    """The quality floor: relative loss of ``metric`` against the baseline, with its CI when recorded."""
+
+    def __init__(self, metric: str, baseline: float, max_loss: float) -> None:
+        self.metric, self.baseline, self.max_loss = metric, baseline, max_loss
+        self.higher_better = higher_is_better(metric)
+
+    def loss(self, value: float) -> float:
+        return (1 - value / self.baseline) if self.higher_better else (value / self.baseline - 1)
+
+    def check(self, row: pd.Series) -> str:
+        loss = row["quality_loss"]
+        if pd.isna(loss):
+            return FAIL
+        low, high = loss, loss
+        if self.metric in ("perplexity", "ppl_ratio") and not pd.isna(row.get("ppl_ratio_ci_low", float("nan"))):
+            low, high = row["ppl_ratio_ci_low"] - 1, row["ppl_ratio_ci_high"] - 1  # recorded uncertainty
+        if high <= self.max_loss:
+            return PASS
+        return BORDERLINE if low <= self.max_loss else FAIL
+
+
+def _describe(rows: pd.DataFrame) -> str:
+    return ", ".join(
+        f"{r['precision']}/t{r['threads']}/b{r['batch_size']} ({r['decode_tokens_per_s']:.1f} tok/s)"
+        for _, r in rows.iterrows()
+    )
+
+
+def _single_group(df: pd.DataFrame, model: str | None, machine: str | None) -> pd.DataFrame:
+    if model is not None:
+        df = df[df["model"] == model]
+    if machine is not None:
+        df = df[df["env.machine_id"] == machine]
+    groups = df[GROUP_COLUMNS].drop_duplicates()
+    if len(groups) > 1:
+        listed = ", ".join(f"{m}@{h}" for m, h in groups.itertuples(index=False))
+        raise EvalbenchError(
+            f"results hold several models or machines ({listed}); pass model= and machine= "
+            "(speeds are never compared across machines)"
+        )
+    return df
+
+
+def recommend(
+    df: pd.DataFrame,
+    max_quality_loss: float = 0.05,
+    min_decode_tokens_per_s: float | None = None,
+    max_memory_bytes: float | None = None,
+    max_ttft_s: float | None = None,
+    quality: str = "perplexity",
+    cost: str = "s_per_token",
+    model: str | None = None,
+    machine: str | None = None,
+) -> Recommendation:
+    """Follow the decision tree over one model's runs on one machine and recommend a configuration."""
+    if max_quality_loss is None or max_quality_loss < 0 or math.isnan(max_quality_loss):
+        raise EvalbenchError(f"max_quality_loss={max_quality_loss} is invalid; valid: a number >= 0 (0 = no loss)")
+    if df.empty:
+        raise EvalbenchError("the results table is empty: run a sweep first")
+    table = _single_group(with_objectives(df), model, machine)
+    check_columns(table, [quality, cost])
+    trace: list[Step] = []
+
+    failed = table[table["status"] != "ok"]
+    runs = table[table["status"] == "ok"].copy()
+    if len(failed):
+        reasons = "; ".join(f"{r.precision}/t{r.threads}/b{r.batch_size}: {r.error}" for r in failed.itertuples())
+        trace.append(Step("input", failed, "ignored", f"{len(failed)} failed run(s) left out: {reasons}"))
+    if runs.empty:
+        raise EvalbenchError("no successful run in the results: nothing to recommend")
+
+    base_name = baseline_precision(runs["precision"])
+    base_rows = runs[runs["precision"] == base_name]
+    floor = _Quality(quality, float(base_rows[quality].mean()), max_quality_loss)
+    runs["quality_loss"] = runs[quality].map(floor.loss)
+    note = "" if base_name == "fp32" else "; fp32 was not measured, the least compressed precision stands in"
+    trace.append(
+        Step("baseline", base_rows, base_name, f"{base_name} is the baseline ({quality} {floor.baseline:.4g}){note}")
+    )
+    constraints = [
+        Constraint(column, target, higher)
+        for column, target, higher in (
+            ("decode_tokens_per_s", min_decode_tokens_per_s, True),
+            ("peak_rss_bytes", max_memory_bytes, False),
+            ("ttft_s", max_ttft_s, False),
+        )
+        if target is not None
+    ]
+    frontier = pareto_front(table, quality="ppl_ratio" if quality == "perplexity" else quality, cost=cost)
+
+    def evaluate(name: str, rows: pd.DataFrame, quality_note: str) -> tuple[pd.Series | None, bool]:
+        if rows.empty:
+            trace.append(Step(name, rows, "not measured", "no run of this kind in the results"))
+            return None, False
+        checks = rows.apply(lambda r: [floor.check(r)] + [c.check(r) for c in constraints], axis=1)
+        clear = rows[checks.map(lambda c: all(s == PASS for s in c))]
+        close = rows[checks.map(lambda c: FAIL not in c and BORDERLINE in c)]
+        chosen, borderline = (clear, False) if len(clear) else (close, True)
+        if len(chosen):
+            best = chosen.sort_values([cost, "peak_rss_bytes"]).iloc[0]
+            label = "are borderline on" if borderline else "meet"
+            why = f"{len(chosen)} of {len(rows)} runs {label} {quality_note}" + (
+                " and " + ", ".join(c.label() for c in constraints) if constraints else ""
+            )
+            trace.append(Step(name, rows, "chosen", f"{why}; cheapest by {cost}: {_describe(best.to_frame().T)}"))
+            return best, borderline
+        quality_ok = rows[checks.map(lambda c: c[0] != FAIL)]
+        misses = [] if len(quality_ok) else [f"{quality_note} missed: best loss {rows['quality_loss'].min():+.2%}"]
+        pool = quality_ok if len(quality_ok) else rows
+        misses += [c.shortfall(pool) for c in constraints if all(c.check(r) == FAIL for _, r in pool.iterrows())]
+        trace.append(Step(name, rows, "fails", "; ".join(misses) or "no run clears every constraint at once"))
+        return None, False
+
+    precision = runs["precision"].astype(str)
+    if max_quality_loss == 0:
+        lossless = runs[precision.isin(["fp32", "bf16"])]
+        best, borderline = evaluate("no loss allowed: lossless precisions", lossless, "no quality loss")
+        if best is None:
+            reason = trace[-1].reason
+            trace.append(
+                Step(
+                    "verdict",
+                    lossless,
+                    "distillation",
+                    f"lossless precisions miss the target ({reason}); the answer is distillation to a smaller model",
+                )
+            )
+            return Recommendation(None, "distillation: " + reason, trace, frontier)
+        return Recommendation(best, "recommend", trace, frontier, borderline)
+
+    floor_note = f"{quality} within +{max_quality_loss:.1%} of the baseline"
+    best, borderline = evaluate("loss allowed: try INT8", runs[precision.str.startswith("int8")], floor_note)
+    if best is None:
+        fewer = runs[~precision.isin(["fp32", "bf16"]) & ~precision.str.startswith("int8")]
+        best, borderline = evaluate("INT8 fails: fewer bits (INT4 and other schemes)", fewer, floor_note)
+    if best is None:
+        failing = " | ".join(s.reason for s in trace if s.outcome == "fails")
+        levers = "; ".join(NEXT_LEVERS)
+        trace.append(Step("verdict", runs, "nothing meets", f"{failing}. Next levers: {levers}"))
+        return Recommendation(None, f"nothing meets: {failing}", trace, frontier)
+    return Recommendation(best, "recommend", trace, frontier, borderline)

@@ -1,0 +1,1 @@
+"""``evalbench-report``: the recommendation with its evidence, as CSV, Markdown and plotly figures."""

@@ -1,0 +1,3 @@
+from evalbench.report.cli import main
+
+main()

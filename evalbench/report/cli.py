@@ -1,0 +1,79 @@
+"""The ``evalbench-report`` command: read a results folder, recommend, and write the report."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.utils import to_absolute_path
+from omegaconf import DictConfig
+
+from evalbench.cli import CONFIG_DIR
+from evalbench.errors import EvalbenchError
+
+
+@dataclass
+class ReportConfig:
+    results_dir: str = "results"
+    output_dir: str = "${results_dir}/report"
+    max_quality_loss: float = 0.05
+    min_decode_tokens_per_s: float | None = None
+    max_memory_bytes: float | None = None
+    max_ttft_s: float | None = None
+    quality: str = "perplexity"
+    cost: str = "s_per_token"
+    png: bool = True
+
+
+ConfigStore.instance().store(name="report_schema", node=ReportConfig)
+
+
+def run_report(cfg: DictConfig) -> dict[str, object]:
+    """Load ``cfg.results_dir``, recommend per model and machine, write ``cfg.output_dir``."""
+    import warnings
+
+    from evalbench.report.export import Targets, write_report
+    from evalbench.results import load_results
+
+    results_dir = Path(to_absolute_path(cfg.results_dir))
+    if not results_dir.is_dir():
+        raise EvalbenchError(
+            f"results_dir={cfg.results_dir!r} does not exist; run a sweep first or point to its folder"
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = load_results(results_dir)
+    for warning in caught:
+        print(f"evalbench-report: warning: {warning.message}", file=sys.stderr)
+    if df.empty:
+        raise EvalbenchError(
+            f"results_dir={cfg.results_dir!r} holds no records (expected {results_dir}/records/*.json)"
+        )
+    targets = Targets(
+        max_quality_loss=cfg.max_quality_loss,
+        min_decode_tokens_per_s=cfg.min_decode_tokens_per_s,
+        max_memory_bytes=cfg.max_memory_bytes,
+        max_ttft_s=cfg.max_ttft_s,
+        quality=cfg.quality,
+        cost=cfg.cost,
+    )
+    return write_report(df, Path(to_absolute_path(cfg.output_dir)), targets, png=cfg.png)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="report")
+def _app(cfg: DictConfig) -> None:
+    try:
+        outcome = run_report(cfg)
+    except EvalbenchError as exc:
+        print(f"evalbench-report: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    for (model, machine), rec in outcome["recommendations"].items():
+        print(f"== {model} on machine {machine}\n{rec}\n")
+    print(f"report written to {Path(to_absolute_path(cfg.output_dir))}: " + ", ".join(p.name for p in outcome["files"]))
+
+
+def main() -> None:
+    _app()

@@ -1,0 +1,116 @@
+"""Plotly figures of a results table; each function returns one figure."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+from evalbench.analysis.objectives import PRECISION_ORDER
+
+ORDER = {"precision": PRECISION_ORDER}
+HOVER = ["precision", "threads", "batch_size", "perplexity", "decode_tokens_per_s", "prefill_tokens_per_s"]
+
+
+def _group_label(df: pd.DataFrame) -> pd.Series:
+    return df["model"].astype(str) + " @ " + df["env.machine_id"].astype(str)
+
+
+def quality_vs_speed(
+    runs: pd.DataFrame, frontier: pd.DataFrame, recommended: pd.Series | None, max_quality_loss: float
+) -> go.Figure:
+    """Perplexity ratio against decode speed for one model on one machine, front and floor drawn."""
+    fig = px.scatter(
+        runs,
+        x="decode_tokens_per_s",
+        y="ppl_ratio",
+        color="precision",
+        symbol="batch_size",
+        hover_data=HOVER,
+        category_orders=ORDER,
+        labels={"decode_tokens_per_s": "decode tokens/s", "ppl_ratio": "perplexity / baseline"},
+    )
+    line = frontier.sort_values("decode_tokens_per_s")
+    fig.add_trace(
+        go.Scatter(
+            x=line["decode_tokens_per_s"],
+            y=line["ppl_ratio"],
+            mode="lines",
+            name="Pareto front",
+            line={"dash": "dot", "color": "black"},
+        )
+    )
+    fig.add_hline(
+        y=1 + max_quality_loss,
+        line_dash="dash",
+        line_color="red",
+        annotation_text=f"quality floor (+{max_quality_loss:.1%})",
+    )
+    if recommended is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[recommended["decode_tokens_per_s"]],
+                y=[recommended["ppl_ratio"]],
+                mode="markers",
+                name="recommended",
+                marker={"size": 18, "symbol": "star", "color": "gold", "line": {"width": 1, "color": "black"}},
+            )
+        )
+    model, machine = runs["model"].iloc[0], runs["env.machine_id"].iloc[0]
+    fig.update_layout(title=f"Quality vs decode speed: {model} on {machine}")
+    return fig
+
+
+def speed_vs_threads(runs: pd.DataFrame) -> go.Figure:
+    """Decode and prefill throughput against thread count, one line per precision."""
+    long = runs.melt(
+        id_vars=["precision", "threads", "batch_size", "model", "env.machine_id"],
+        value_vars=["decode_tokens_per_s", "prefill_tokens_per_s"],
+        var_name="phase",
+        value_name="tokens_per_s",
+    ).sort_values("threads")
+    long["group"] = _group_label(long) + ", batch " + long["batch_size"].astype(str)
+    fig = px.line(
+        long,
+        x="threads",
+        y="tokens_per_s",
+        color="precision",
+        facet_col="phase",
+        facet_row="group",
+        markers=True,
+        labels={"tokens_per_s": "tokens/s"},
+    )
+    fig.update_yaxes(matches=None, showticklabels=True)
+    fig.update_xaxes(tickvals=sorted(runs["threads"].unique()))
+    return fig.update_layout(title="Speed vs threads")
+
+
+def throughput_vs_batch(runs: pd.DataFrame) -> go.Figure:
+    """Decode throughput against batch size, one line per precision and thread count."""
+    table = runs.assign(
+        group=_group_label(runs), series=runs["precision"] + ", " + runs["threads"].astype(str) + " thr"
+    )
+    fig = px.line(
+        table.sort_values("batch_size"),
+        x="batch_size",
+        y="decode_tokens_per_s",
+        color="series",
+        facet_col="group",
+        markers=True,
+        labels={"decode_tokens_per_s": "decode tokens/s"},
+    )
+    fig.update_xaxes(tickvals=sorted(runs["batch_size"].unique()))
+    return fig.update_layout(title="Throughput vs batch size")
+
+
+def memory_by_precision(runs: pd.DataFrame) -> go.Figure:
+    """Weight bytes and peak resident memory per precision (the largest over threads and batch sizes)."""
+    table = runs.groupby(["model", "env.machine_id", "precision"], as_index=False)[
+        ["weight_bytes", "peak_rss_bytes"]
+    ].max()
+    long = table.melt(id_vars=["model", "env.machine_id", "precision"], var_name="memory", value_name="bytes")
+    long["group"] = _group_label(long)
+    fig = px.bar(
+        long, x="precision", y="bytes", color="memory", barmode="group", facet_col="group", category_orders=ORDER
+    )
+    return fig.update_layout(title="Memory per precision")

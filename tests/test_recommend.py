@@ -1,0 +1,136 @@
+"""The recommender on crafted tables that reach every branch of the decision tree."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from evalbench import recommend
+from evalbench.errors import EvalbenchError
+
+
+def run(precision: str, ppl: float, tok_s: float, threads: int = 1, batch_size: int = 1, std: float = 0.0,
+        rss: float = 1e9, status: str = "ok", model: str = "m", machine: str = "box") -> dict:  # fmt: skip
+    return {"model": model, "precision": precision, "threads": threads, "batch_size": batch_size, "perplexity": ppl,
+            "decode_tokens_per_s": tok_s, "decode_tokens_per_s_std": std, "speed_repeats": 5, "peak_rss_bytes": rss,
+            "ttft_s": 0.1, "status": status, "error": None if status == "ok" else "RuntimeError: boom",
+            "env.machine_id": machine}  # fmt: skip
+
+
+TABLE = [
+    run("fp32", 20.0, 10),
+    run("fp32", 20.0, 12, threads=2),
+    run("bf16", 20.0, 14),
+    run("int8", 20.2, 22),
+    run("int8", 20.2, 26, threads=2),  # the cheapest int8
+    run("int8", 20.2, 24, threads=2, batch_size=4),
+    run("int8_dynamic", 21.5, 30),  # faster but 7.5% worse
+    run("int4", 20.6, 35),
+]
+
+
+def steps(rec) -> list[str]:
+    return [s.name for s in rec.trace]
+
+
+def test_int8_meets_and_the_cheapest_is_chosen():
+    shuffled = pd.DataFrame(TABLE).sample(frac=1, random_state=3)  # order of rows must not matter
+    rec = recommend(shuffled, max_quality_loss=0.05, min_decode_tokens_per_s=20)
+    assert rec.verdict == "recommend" and not rec.borderline
+    assert (rec.config.precision, rec.config.threads, rec.config.batch_size) == ("int8", 2, 1)
+    assert steps(rec) == ["baseline", "loss allowed: try INT8"]
+    assert "RECOMMENDED: m int8 threads=2 batch_size=1" in str(rec)
+    assert rec.config.quality_loss == pytest.approx(0.01)
+
+
+def test_int8_fails_and_int4_meets():
+    rec = recommend(pd.DataFrame(TABLE), max_quality_loss=0.05, min_decode_tokens_per_s=32)
+    assert rec.config.precision == "int4"
+    assert steps(rec) == ["baseline", "loss allowed: try INT8", "INT8 fails: fewer bits (INT4 and other schemes)"]
+    assert "decode_tokens_per_s >= 32 missed: best 26" in rec.trace[1].reason  # among runs within the floor
+
+
+def test_quality_floor_excludes_lossy_int8_scheme():
+    rec = recommend(pd.DataFrame(TABLE), max_quality_loss=0.02, min_decode_tokens_per_s=28)
+    # int8_dynamic is fast enough but 7.5% worse; int4 is 3% worse: nothing meets.
+    assert rec.config is None and rec.verdict.startswith("nothing meets")
+    verdict = rec.trace[-1].reason
+    assert "decode_tokens_per_s >= 28 missed: best 26" in verdict  # among int8 runs within the floor
+    assert "perplexity within +2.0% of the baseline missed: best loss +3.00%" in verdict
+    assert "prune" in verdict and "distil" in verdict and "relax" in verdict
+
+
+def test_no_loss_allowed_takes_the_cheapest_lossless():
+    rec = recommend(pd.DataFrame(TABLE), max_quality_loss=0, min_decode_tokens_per_s=13)
+    assert rec.config.precision == "bf16"
+    assert steps(rec) == ["baseline", "no loss allowed: lossless precisions"]
+
+
+def test_no_loss_allowed_and_too_slow_means_distillation():
+    rec = recommend(pd.DataFrame(TABLE), max_quality_loss=0, min_decode_tokens_per_s=50)
+    assert rec.config is None and rec.verdict.startswith("distillation")
+    assert "decode_tokens_per_s >= 50 missed: best 14" in rec.trace[-1].reason
+    assert "distillation to a smaller model" in str(rec)
+
+
+def test_missing_baseline_falls_back_and_says_so():
+    table = pd.DataFrame([r for r in TABLE if r["precision"] != "fp32"])
+    rec = recommend(table, max_quality_loss=0.05)
+    assert rec.trace[0].outcome == "bf16" and "fp32 was not measured" in rec.trace[0].reason
+    assert rec.config.precision == "int8"  # no speed target: cheapest int8 within the floor
+
+
+def test_borderline_within_noise():
+    table = pd.DataFrame([run("fp32", 20.0, 10), run("int8", 20.1, 20.5, std=2.0)])
+    rec = recommend(table, max_quality_loss=0.05, min_decode_tokens_per_s=20)
+    assert rec.config.precision == "int8" and rec.borderline
+    assert "borderline" in str(rec)
+    clear = recommend(table, max_quality_loss=0.05, min_decode_tokens_per_s=15)
+    assert not clear.borderline
+
+
+def test_failed_runs_are_ignored_and_said():
+    table = pd.DataFrame([*TABLE, run("int8", 19.0, 500, status="failed")])
+    rec = recommend(table, max_quality_loss=0.05, min_decode_tokens_per_s=20)
+    assert rec.trace[0].name == "input" and "1 failed run(s) left out" in rec.trace[0].reason
+    assert rec.config.decode_tokens_per_s == 26
+
+
+def test_memory_target():
+    table = pd.DataFrame([run("fp32", 20, 10, rss=4e9), run("int8", 20.1, 20, rss=3e9), run("int4", 20.3, 18, rss=1e9)])
+    rec = recommend(table, max_quality_loss=0.05, max_memory_bytes=2e9)
+    assert rec.config.precision == "int4"
+    assert "peak_rss_bytes <= 2e+09 missed: best 3e+09" in rec.trace[1].reason
+
+
+def test_several_models_need_choosing():
+    table = pd.DataFrame([*TABLE, run("fp32", 9.0, 5, model="other")])
+    with pytest.raises(EvalbenchError, match=r"several models or machines \(m@box, other@box\)"):
+        recommend(table)
+    assert recommend(table, model="other", max_quality_loss=0.05).config is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_quality_loss": -0.1}, r"max_quality_loss=-0.1 is invalid; valid: a number >= 0"),
+        ({"cost": "watts"}, r"unknown column 'watts'"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(EvalbenchError, match=message):
+        recommend(pd.DataFrame(TABLE), **kwargs)
+
+
+def test_empty_table():
+    with pytest.raises(EvalbenchError, match="empty"):
+        recommend(pd.DataFrame())
+
+
+def test_each_model_and_machine_gets_its_own_recommendation():
+    from evalbench.report.export import Targets, recommend_each
+
+    table = pd.DataFrame([*TABLE, *[{**r, "env.machine_id": "laptop"} for r in TABLE], run("fp32", 9.0, 5, model="x")])
+    recs = recommend_each(table, Targets(max_quality_loss=0.05, min_decode_tokens_per_s=20))
+    assert set(recs) == {("m", "box"), ("m", "laptop"), ("x", "box")}
+    assert recs[("m", "laptop")].config.precision == "int8" and recs[("x", "box")].config is None

@@ -1,0 +1,87 @@
+"""evalbench-report and the analysis notebook on a real (tiny-model) results folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbclient
+import nbformat
+import pandas as pd
+import pytest
+from conftest import REPO, run_cli
+
+
+def report(*args: str, cwd: Path):
+    return run_cli(*args, cwd=cwd, program="evalbench-report")
+
+
+def test_report_writes_every_output(tiny_results, tmp_path):
+    out = report(f"results_dir={tiny_results}", f"output_dir={tmp_path}", "max_quality_loss=0.5", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "RECOMMENDED: tiny" in out.stdout and "3 failed run(s) left out" in out.stdout
+    for name in (
+        "runs.csv",
+        "frontier.csv",
+        "report.md",
+        "speed_vs_threads.html",
+        "throughput_vs_batch.html",
+        "memory_by_precision.html",
+        "plotly.min.js",
+    ):
+        assert (tmp_path / name).is_file(), name
+    assert len(list(tmp_path.glob("quality_vs_speed-tiny-*.html"))) == 1
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert len(runs) == 9 and {"on_frontier", "recommended", "ppl_ratio", "s_per_token", "status"} <= set(runs)
+    chosen = runs[runs.recommended]
+    assert len(chosen) == 1 and chosen.ppl_ratio.iloc[0] <= 1.5  # the floor that was asked for
+    int8_within = runs[(runs.precision == "int8") & (runs.ppl_ratio <= 1.5)]
+    assert chosen.precision.iloc[0] == "int8"  # loss allowed: the tree tries INT8 first
+    assert chosen.s_per_token.iloc[0] == int8_within.s_per_token.min()
+    frontier = pd.read_csv(tmp_path / "frontier.csv")
+    assert set(frontier.run_id) == set(runs[runs.on_frontier].run_id)
+    text = (tmp_path / "report.md").read_text()
+    assert "## tiny on machine" in text and "| model | precision |" in text and "RECOMMENDED" in text
+
+
+def test_png_export_skips_cleanly_without_a_renderer(tiny_results, tmp_path):
+    out = report(f"results_dir={tiny_results}", f"output_dir={tmp_path}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    pngs = list(tmp_path.glob("*.png"))
+    if not pngs:
+        assert "PNG" in out.stderr and "kaleido" in out.stderr
+    else:
+        assert all(p.stat().st_size > 10_000 for p in pngs)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["results_dir=/no/such/results"], "results_dir='/no/such/results' does not exist"),
+        (["max_quality_loss=-0.1"], "max_quality_loss=-0.1 is invalid; valid: a number >= 0"),
+        (["cost=watts"], "unknown column 'watts'; valid: ['ppl_ratio', 's_per_token'"),
+    ],
+)
+def test_bad_input_is_one_line(args, message, tiny_results, tmp_path):
+    out = report(f"results_dir={tiny_results}", f"output_dir={tmp_path}", *args, cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1].startswith(f"evalbench-report: error: {message}")
+
+
+def test_empty_results_folder(tmp_path):
+    out = report(f"results_dir={tmp_path}", f"output_dir={tmp_path / 'out'}", cwd=tmp_path)
+    assert out.returncode == 1 and "holds no records" in out.stderr.strip().splitlines()[-1]
+
+
+def test_notebook_executes_against_results(tiny_results, monkeypatch):
+    monkeypatch.setenv("EVALBENCH_RESULTS_DIR", str(tiny_results))
+    notebook = nbformat.read(REPO / "notebooks" / "analysis.ipynb", as_version=4)
+    nbclient.NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO / "notebooks")}}
+    ).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "9 runs, 6 ok" in text and "RECOMMENDED: tiny" in text
+    assert sum("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs) == 4
+    assert os.environ["EVALBENCH_RESULTS_DIR"] == str(tiny_results)
