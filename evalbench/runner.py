@@ -17,6 +17,7 @@ from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from evalbench import quality_cache
+from evalbench.composition import one_line
 from evalbench.config import validate
 from evalbench.dataset.text import load_text
 from evalbench.environment import fingerprint
@@ -157,11 +158,10 @@ def run_configuration(cfg: DictConfig) -> dict[str, Any]:
         _measure(cfg, record, results_dir)
         record["status"] = "ok"
     except EvalbenchError as exc:
-        record.update(status="failed", error=str(exc), error_type=type(exc).__name__)
+        record.update(status="failed", error=one_line(exc), error_type=type(exc).__name__)
     except Exception as exc:
         log.exception("configuration failed")
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        record.update(status="failed", error=f"{type(exc).__name__}: {message}", error_type=type(exc).__name__)
+        record.update(status="failed", error=f"{type(exc).__name__}: {one_line(exc)}", error_type=type(exc).__name__)
     record.update(finished_at=_now(), duration_s=time.perf_counter() - started)
     record["config"] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     record["env"] = fingerprint()

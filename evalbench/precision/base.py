@@ -44,6 +44,27 @@ class Precision:
         }
 
 
+class QuantizedLinear(nn.Module):
+    """Base of layers whose matmul is a low-precision kernel: it flattens, adds the bias, reshapes."""
+
+    compute_dtype = torch.bfloat16
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(self.compute_dtype))
+
+    def matmul(self, flat: torch.Tensor) -> torch.Tensor:
+        """``flat @ W.T`` for ``flat`` of shape [tokens, in_features] in ``compute_dtype``."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.matmul(x.reshape(-1, self.in_features).to(self.compute_dtype))
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+
 def replace_linears(model: nn.Module, skip_modules: list[str], convert: Callable[[str, nn.Linear], nn.Module]) -> int:
     """Replace every ``nn.Linear`` whose qualified name has no part in ``skip_modules``.
 

@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from evalbench.errors import PrecisionError
-from evalbench.precision.base import Precision, replace_linears
+from evalbench.precision.base import Precision, QuantizedLinear, replace_linears
 
 SUPPORTED_GROUP_SIZES = (32, 64, 128, 256)
 
 
-class Int4WeightOnlyLinear(nn.Module):
+class Int4WeightOnlyLinear(QuantizedLinear):
     """A linear layer with packed int4 weights, run by ``aten._weight_int4pack_mm_for_cpu``.
 
     Each group of ``group_size`` input weights has its own scale and zero point
@@ -21,27 +21,22 @@ class Int4WeightOnlyLinear(nn.Module):
     """
 
     def __init__(self, linear: nn.Linear, group_size: int) -> None:
-        super().__init__()
+        super().__init__(linear)
         out_features, in_features = linear.weight.shape
         weight = linear.weight.detach().float().reshape(out_features, in_features // group_size, group_size)
         low, high = weight.amin(dim=-1), weight.amax(dim=-1)
         scales = ((high - low) / 15.0).clamp(min=1e-6)
         zeros = low + scales * 8.0
         quantized = torch.round((weight - low[..., None]) / scales[..., None]).clamp(0, 15).to(torch.int32)
-        self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
+        self.group_size = group_size
         self.register_buffer(
             "weight", torch.ops.aten._convert_weight_to_int4pack_for_cpu(quantized.reshape(out_features, -1), 1)
         )
         scales_and_zeros = torch.stack([scales, zeros], dim=-1).transpose(0, 1).contiguous()
         self.register_buffer("scales_and_zeros", scales_and_zeros.to(torch.bfloat16))
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(torch.bfloat16))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight, self.group_size, self.scales_and_zeros)
-        if self.bias is not None:
-            out = out + self.bias
-        return out.reshape(*x.shape[:-1], self.out_features)
+    def matmul(self, flat: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight, self.group_size, self.scales_and_zeros)
 
 
 @dataclass

@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 from evalbench.errors import PrecisionError
-from evalbench.precision.base import Precision, replace_linears
+from evalbench.precision.base import Precision, QuantizedLinear, replace_linears
 
 REDUCE_RANGE_CHOICES = ("weights", "activations", "none")
 
 
-class Int8DynamicLinear(nn.Module):
+class Int8DynamicLinear(QuantizedLinear):
     """A linear layer run by FBGEMM's int8 GEMM (``quantized::linear_dynamic``) with per-token scales.
 
     ``linear_dynamic`` picks one activation scale for the whole input tensor. Each
@@ -29,8 +29,10 @@ class Int8DynamicLinear(nn.Module):
     (only for CPUs with VNNI).
     """
 
+    compute_dtype = torch.float32
+
     def __init__(self, linear: nn.Linear, reduce_range: str = "weights") -> None:
-        super().__init__()
+        super().__init__(linear)
         weight = linear.weight.detach().float()
         qmax = 63.5 if reduce_range == "weights" else 127.0
         scales = (weight.abs().amax(dim=1).clamp(min=1e-12) / qmax).double()
@@ -38,22 +40,16 @@ class Int8DynamicLinear(nn.Module):
         with warnings.catch_warnings():  # quantized tensors are deprecated upstream; torch is pinned
             warnings.simplefilter("ignore", UserWarning)
             quantized = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
         self.reduce_activation_range = reduce_range == "activations"
         self.packed = torch.ops.quantized.linear_prepack(quantized, None)
         self.packed_nbytes = weight.numel() + scales.numel() * 4  # int8 values + fp32 scales
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features).float()
+    def matmul(self, flat: torch.Tensor) -> torch.Tensor:
         token_scale = flat.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)
-        out = (
+        return (
             torch.ops.quantized.linear_dynamic(flat / token_scale, self.packed, self.reduce_activation_range)
             * token_scale
         )
-        if self.bias is not None:
-            out = out + self.bias
-        return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import hydra
@@ -13,18 +13,15 @@ from omegaconf import DictConfig
 
 from evalbench.cli import CONFIG_DIR
 from evalbench.errors import EvalbenchError
+from evalbench.report.export import Targets
 
 
 @dataclass
-class ReportConfig:
+class ReportConfig(Targets):
+    """``conf/report.yaml``: where to read and write, and the targets."""
+
     results_dir: str = "results"
     output_dir: str = "${results_dir}/report"
-    max_quality_loss: float = 0.05
-    min_decode_tokens_per_s: float | None = None
-    max_memory_bytes: float | None = None
-    max_ttft_s: float | None = None
-    quality: str = "perplexity"
-    cost: str = "s_per_token"
     png: bool = True
 
 
@@ -35,7 +32,7 @@ def run_report(cfg: DictConfig) -> dict[str, object]:
     """Load ``cfg.results_dir``, recommend per model and machine, write ``cfg.output_dir``."""
     import warnings
 
-    from evalbench.report.export import Targets, write_report
+    from evalbench.report.export import write_report
     from evalbench.results import load_results
 
     results_dir = Path(to_absolute_path(cfg.results_dir))
@@ -52,14 +49,7 @@ def run_report(cfg: DictConfig) -> dict[str, object]:
         raise EvalbenchError(
             f"results_dir={cfg.results_dir!r} holds no records (expected {results_dir}/records/*.json)"
         )
-    targets = Targets(
-        max_quality_loss=cfg.max_quality_loss,
-        min_decode_tokens_per_s=cfg.min_decode_tokens_per_s,
-        max_memory_bytes=cfg.max_memory_bytes,
-        max_ttft_s=cfg.max_ttft_s,
-        quality=cfg.quality,
-        cost=cfg.cost,
-    )
+    targets = Targets(**{f.name: cfg[f.name] for f in fields(Targets)})
     return write_report(df, Path(to_absolute_path(cfg.output_dir)), targets, png=cfg.png)
 
 

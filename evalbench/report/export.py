@@ -29,8 +29,10 @@ SUMMARY_COLUMNS = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Targets:
+    """The quality floor and performance targets of a recommendation (fields of ``recommend``)."""
+
     max_quality_loss: float = 0.05
     min_decode_tokens_per_s: float | None = None
     max_memory_bytes: float | None = None
