@@ -114,6 +114,10 @@ def _measure(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None
     corpus = tokenize(text.text, tokenizer)
     if cfg.perplexity.enabled:
         _measure_perplexity(cfg, record, results_dir, model, corpus, source.location)
+        if record.get("perplexity_from_run") is None:
+            record["perplexity_peak_rss_bytes"] = peak_rss_bytes()
+            release_freed_memory()
+            reset_peak_rss()  # peak_rss_bytes below is generation's alone, comparable across runs
     if cfg.speed.enabled:
         prompts = prompt_batch(corpus.ids, cfg.batch_size, cfg.speed.prompt_tokens)
         record.update(prompt_tokens=cfg.speed.prompt_tokens, new_tokens=cfg.speed.new_tokens)

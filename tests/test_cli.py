@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from evalbench import load_results
@@ -86,6 +87,7 @@ def test_perplexity_is_reused_across_batch_sizes(tiny_args, tmp_path):
     first, second = frame.iloc[0], frame.iloc[1]
     assert first.perplexity_from_run is None or first.perplexity_from_run != first.perplexity_from_run  # None/NaN
     assert second.perplexity_from_run == first.run_id and second.perplexity == first.perplexity
+    assert first.perplexity_peak_rss_bytes > 0 and pd.isna(second.perplexity_peak_rss_bytes)
     out = evalbench("precision=int8", "perplexity.reuse=false", *tiny_args, cwd=tmp_path)
     rerun = load_results(tmp_path / "results").sort_values("started_at").iloc[-1]
     assert out.returncode == 0 and rerun.perplexity == pytest.approx(first.perplexity, rel=1e-4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -92,4 +93,5 @@ def test_report_recommends_a_run_that_meets_the_floor(sample_dir, tmp_path):
     assert {"quality_vs_speed", "speed_vs_threads", "memory_by_precision"} <= {
         p.stem.split("-")[0] for p in tmp_path.glob("*.html")
     }
-    assert "RECOMMENDED: smollm2-135m int8" in out.stdout
+    # With 2 timed repeats the 95% interval is wide, so the choice may be flagged borderline.
+    assert re.search(r"RECOMMENDED( \(borderline\))?: smollm2-135m int8", out.stdout)
