@@ -74,12 +74,11 @@ def _check_single_run(argv: list[str]) -> None:
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="evalbench"):
         try:
-            cfg = compose("config", overrides=argv, return_hydra_config=True)
+            compose("config", overrides=argv, return_hydra_config=True)
         except Exception as exc:
             record = record_composition_failure(argv, exc, compose("config"))
             print(f"evalbench: error: {record['error']}", file=sys.stderr)
             sys.exit(1)
-    del cfg
 
 
 def main() -> None:

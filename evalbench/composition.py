@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,15 +9,7 @@ from typing import Any
 from hydra.utils import to_absolute_path
 from omegaconf import OmegaConf
 
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line (Hydra's composition errors span several)."""
-    text = str(exc).split("Config search path")[0].strip()
-    if exc.__cause__ is not None and str(exc.__cause__).strip():  # e.g. "Value 'abc' ... to Integer"
-        text += "\n" + str(exc.__cause__).strip().splitlines()[0]
-    text = re.sub(r":\s*\n\t", ": ", text)  # "Available options in 'precision':\n\tbf16"
-    text = re.sub(r"\n\t", ", ", text)
-    return re.sub(r"\s*\n\s*", "; ", text)
+from evalbench.errors import one_line
 
 
 def override_value(overrides: Sequence[str], key: str, default: Any) -> Any:

@@ -17,11 +17,10 @@ from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from evalbench import quality_cache
-from evalbench.composition import one_line
 from evalbench.config import validate
 from evalbench.dataset.text import load_text
 from evalbench.environment import fingerprint
-from evalbench.errors import EvalbenchError
+from evalbench.errors import EvalbenchError, one_line
 from evalbench.metrics.memory import peak_rss_bytes, release_freed_memory, reset_peak_rss, weight_bytes
 from evalbench.metrics.perplexity import perplexity, scored_text, tokenize
 from evalbench.metrics.speed import measure_speed, prompt_batch

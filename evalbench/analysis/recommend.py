@@ -93,16 +93,15 @@ class Constraint:
         half = _T95.get(int(repeats) - 1, 1.96) * float(std) / math.sqrt(float(repeats))
         return value - half, value + half
 
+    def meets(self, value: float) -> bool:
+        return value >= self.target if self.higher_better else value <= self.target
+
     def check(self, row: pd.Series) -> str:
         low, high = self.interval(row)
         if pd.isna(low):
             return FAIL
         worst, best = (low, high) if self.higher_better else (high, low)
-        if (worst >= self.target) if self.higher_better else (worst <= self.target):
-            return PASS
-        if (best >= self.target) if self.higher_better else (best <= self.target):
-            return BORDERLINE
-        return FAIL
+        return PASS if self.meets(worst) else BORDERLINE if self.meets(best) else FAIL
 
     def shortfall(self, rows: pd.DataFrame) -> str:
         """How far the best of ``rows`` is from the target."""
@@ -141,6 +140,36 @@ def _describe(rows: pd.DataFrame) -> str:
         f"{r['precision']}/t{r['threads']}/b{r['batch_size']} ({r['decode_tokens_per_s']:.1f} tok/s)"
         for _, r in rows.iterrows()
     )
+
+
+def _evaluate(
+    name: str, rows: pd.DataFrame, floor: _Quality, constraints: list[Constraint], cost: str, quality_note: str
+) -> tuple[Step, pd.Series | None, bool]:
+    """Check ``rows`` against the floor and every constraint; pick the cheapest that passes (or is borderline)."""
+    if rows.empty:
+        return Step(name, rows, "not measured", "no run of this kind in the results"), None, False
+    checks = pd.DataFrame(
+        {"quality": rows.apply(floor.check, axis=1), **{c.label(): rows.apply(c.check, axis=1) for c in constraints}},
+        index=rows.index,
+    )
+    clear = (checks == PASS).all(axis=1)
+    close = ~(checks == FAIL).any(axis=1) & (checks == BORDERLINE).any(axis=1)
+    chosen, borderline = (rows[clear], False) if clear.any() else (rows[close], True)
+    if len(chosen):
+        best = chosen.sort_values([cost, "peak_rss_bytes"]).iloc[0]
+        label = "are borderline on" if borderline else "meet"
+        targets = f" and {', '.join(c.label() for c in constraints)}" if constraints else ""
+        why = f"{len(chosen)} of {len(rows)} runs {label} {quality_note}{targets}"
+        return (
+            Step(name, rows, "chosen", f"{why}; cheapest by {cost}: {_describe(best.to_frame().T)}"),
+            best,
+            borderline,
+        )
+    quality_ok = checks["quality"] != FAIL
+    misses = [] if quality_ok.any() else [f"{quality_note} missed: best loss {rows['quality_loss'].min():+.2%}"]
+    pool = quality_ok if quality_ok.any() else pd.Series(True, index=rows.index)
+    misses += [c.shortfall(rows[pool]) for c in constraints if (checks.loc[pool, c.label()] == FAIL).all()]
+    return Step(name, rows, "fails", "; ".join(misses) or "no run clears every constraint at once"), None, False
 
 
 def _single_group(df: pd.DataFrame, model: str | None, machine: str | None) -> pd.DataFrame:
@@ -206,27 +235,9 @@ def recommend(
     frontier = pareto_front(table, quality="ppl_ratio" if quality == "perplexity" else quality, cost=cost)
 
     def evaluate(name: str, rows: pd.DataFrame, quality_note: str) -> tuple[pd.Series | None, bool]:
-        if rows.empty:
-            trace.append(Step(name, rows, "not measured", "no run of this kind in the results"))
-            return None, False
-        checks = rows.apply(lambda r: [floor.check(r)] + [c.check(r) for c in constraints], axis=1)
-        clear = rows[checks.map(lambda c: all(s == PASS for s in c))]
-        close = rows[checks.map(lambda c: FAIL not in c and BORDERLINE in c)]
-        chosen, borderline = (clear, False) if len(clear) else (close, True)
-        if len(chosen):
-            best = chosen.sort_values([cost, "peak_rss_bytes"]).iloc[0]
-            label = "are borderline on" if borderline else "meet"
-            why = f"{len(chosen)} of {len(rows)} runs {label} {quality_note}" + (
-                " and " + ", ".join(c.label() for c in constraints) if constraints else ""
-            )
-            trace.append(Step(name, rows, "chosen", f"{why}; cheapest by {cost}: {_describe(best.to_frame().T)}"))
-            return best, borderline
-        quality_ok = rows[checks.map(lambda c: c[0] != FAIL)]
-        misses = [] if len(quality_ok) else [f"{quality_note} missed: best loss {rows['quality_loss'].min():+.2%}"]
-        pool = quality_ok if len(quality_ok) else rows
-        misses += [c.shortfall(pool) for c in constraints if all(c.check(r) == FAIL for _, r in pool.iterrows())]
-        trace.append(Step(name, rows, "fails", "; ".join(misses) or "no run clears every constraint at once"))
-        return None, False
+        step, best, borderline = _evaluate(name, rows, floor, constraints, cost, quality_note)
+        trace.append(step)
+        return best, borderline
 
     precision = runs["precision"].astype(str)
     if max_quality_loss == 0:

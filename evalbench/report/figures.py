@@ -79,6 +79,7 @@ def speed_vs_threads(runs: pd.DataFrame) -> go.Figure:
         facet_row="group",
         markers=True,
         labels={"tokens_per_s": "tokens/s"},
+        category_orders=ORDER,
     )
     fig.update_yaxes(matches=None, showticklabels=True)
     fig.update_xaxes(tickvals=sorted(runs["threads"].unique()))
