@@ -92,7 +92,8 @@ def _set_threads(threads: int) -> int:
 def _measure(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None:
     validate(cfg)
     precision = _instantiate_precision(cfg)
-    record.update(precision.describe())
+    description = precision.describe()
+    record.update(description)
     precision.check_supported()
     record["torch_num_threads"] = _set_threads(cfg.threads)
 
@@ -112,7 +113,7 @@ def _measure(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None
 
     corpus = tokenize(text.text, tokenizer)
     if cfg.perplexity.enabled:
-        _measure_perplexity(cfg, record, results_dir, model, corpus, source.location)
+        _measure_perplexity(cfg, record, results_dir, model, corpus, source.location, description)
         if record.get("perplexity_from_run") is None:
             record["perplexity_peak_rss_bytes"] = peak_rss_bytes()
             release_freed_memory()
@@ -124,7 +125,7 @@ def _measure(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None
     record["peak_rss_bytes"] = peak_rss_bytes()
 
 
-def _measure_perplexity(cfg, record, results_dir, model, corpus, location) -> None:
+def _measure_perplexity(cfg, record, results_dir, model, corpus, location, precision: dict[str, object]) -> None:
     ppl_cfg = cfg.perplexity
     stride = ppl_cfg.stride or ppl_cfg.context
     scored = scored_text(corpus, ppl_cfg.max_tokens)
@@ -133,9 +134,7 @@ def _measure_perplexity(cfg, record, results_dir, model, corpus, location) -> No
         {
             "model": location,
             "checkpoint": _checkpoint_identity(location),
-            "precision": {
-                k: v for k, v in record.items() if k in ("precision", "scheme", "group_size", "skip_modules")
-            },
+            "precision": precision,  # every field of the precision: any of them can change the scores
             "tokens": scored.token_hash,
             "context": ppl_cfg.context,
             "stride": stride,

@@ -122,3 +122,13 @@ def test_single_run_composition_error_is_one_line_and_recorded(override, message
     frame = load_results(tmp_path / "results")
     assert frame.status.tolist() == ["failed"] and frame.model.tolist() == ["tiny"]
     assert message in frame.error.iloc[0]
+
+
+def test_perplexity_is_not_reused_across_precision_settings(tiny_args, tmp_path):
+    out = evalbench(
+        "-m", "precision=int8_dynamic", "precision.reduce_range=weights,activations", *tiny_args, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    frame = load_results(tmp_path / "results")
+    assert sorted(frame.reduce_range) == ["activations", "weights"]
+    assert frame.perplexity_from_run.isna().all() and frame.perplexity.nunique() == 2
