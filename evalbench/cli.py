@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -13,20 +12,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from evalbench.config import register_configs
-
-_PACKAGE = Path(__file__).resolve().parent
-# An installed wheel carries conf/ inside the package; a source checkout has it beside the package.
-CONFIG_DIR = _PACKAGE / "conf" if (_PACKAGE / "conf").is_dir() else _PACKAGE.parent / "conf"
+from evalbench.config import CONFIG_DIR, register_configs
 
 register_configs()
 
 
 def _quiet_libraries() -> None:
+    import datasets
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its per-task INFO lines; errors still show
     warnings.filterwarnings("ignore", message=".*quantize_per_channel.*")
 
 
@@ -38,6 +36,8 @@ def summary(record: dict[str, Any]) -> str:
     )
     if record["status"] != "ok":
         return f"{head}: {record['error']} -> {record['record_file']}"
+    for error in record.get("quality_errors", []):
+        head += f"\n    quality metric failed: {error}"
     parts = []
     if record.get("perplexity") is not None:
         parts.append(f"ppl {record['perplexity']:.3f} ({record['eval_tokens']} tokens)")
@@ -55,10 +55,12 @@ def _app(cfg: DictConfig) -> str:
     _quiet_libraries()
     record = run_configuration(cfg)
     print(summary(record), flush=True)
-    if record["status"] != "ok" and HydraConfig.get().mode == RunMode.RUN:
-        print(f"evalbench: error: {record['error']}", file=sys.stderr)
+    errors = [record["error"]] if record["status"] != "ok" else record.get("quality_errors", [])
+    if errors and HydraConfig.get().mode == RunMode.RUN:
+        for error in errors:
+            print(f"evalbench: error: {error}", file=sys.stderr)
         sys.exit(1)
-    return record["status"]
+    return record["status"] if not errors else "quality failed"
 
 
 def _check_single_run(argv: list[str]) -> None:

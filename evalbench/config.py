@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from evalbench.errors import EvalbenchError
+
+_PACKAGE = Path(__file__).resolve().parent
+# An installed wheel carries conf/ inside the package; a source checkout has it beside the package.
+CONFIG_DIR = _PACKAGE / "conf" if (_PACKAGE / "conf").is_dir() else _PACKAGE.parent / "conf"
 
 
 @dataclass
@@ -50,6 +55,20 @@ class PerplexityConfig:
 
 
 @dataclass
+class QualityConfig:
+    """Distribution distance from a reference precision, and lm-eval tasks (``evalbench/quality``)."""
+
+    reference: str | None = "fp32"  # a precision name (conf/precision/<name>.yaml); null: no distribution metrics
+    top_k: int = 64  # log-probabilities the reference keeps per scored token, besides the tail mass
+    tasks: list[str] = field(default_factory=list)  # lm-eval task names, e.g. [lambada_openai]
+    data_dir: str | None = None  # where tasks evalbench ships read their data; set from EVALBENCH_DATA_DIR
+    limit: int | None = None  # examples per task (null: all)
+    batch_size: int = 8  # lm-eval's batch size for loglikelihood requests
+    bootstrap_iters: int = 1000  # lm-eval's bootstrap draws for stderrs without a closed form (0: none)
+    reuse: bool = True  # reuse task scores computed for the same model, precision, task and limit
+
+
+@dataclass
 class SpeedConfig:
     """Greedy generation timing (``evalbench/metrics/speed.py``)."""
 
@@ -68,6 +87,7 @@ class EvalbenchConfig:
     precision: Any = MISSING  # instantiated through its ``_target_`` (``evalbench/precision``)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
     threads: int = 1
     batch_size: int = 1
@@ -101,6 +121,22 @@ def validate(cfg: Any) -> None:
     _check(
         ppl.stride is None or 1 <= ppl.stride <= ppl.context,
         f"perplexity.stride={ppl.stride} is invalid; valid: null or 1..perplexity.context ({ppl.context})",
+    )
+    quality = cfg.quality
+    precisions = sorted(p.stem for p in (CONFIG_DIR / "precision").glob("*.yaml"))
+    _check(
+        quality.reference is None or quality.reference in precisions,
+        f"quality.reference={quality.reference} is invalid; valid: null or one of {precisions}",
+    )
+    _check(quality.top_k >= 1, f"quality.top_k={quality.top_k} is invalid; valid: an integer >= 1")
+    _check(
+        quality.limit is None or quality.limit >= 1,
+        f"quality.limit={quality.limit} is invalid; valid: null (every example) or an integer >= 1",
+    )
+    _check(quality.batch_size >= 1, f"quality.batch_size={quality.batch_size} is invalid; valid: an integer >= 1")
+    _check(
+        quality.bootstrap_iters >= 0,
+        f"quality.bootstrap_iters={quality.bootstrap_iters} is invalid; valid: an integer >= 0",
     )
     _check(speed.prompt_tokens >= 1, f"speed.prompt_tokens={speed.prompt_tokens} is invalid; valid: an integer >= 1")
     _check(speed.new_tokens >= 2, f"speed.new_tokens={speed.new_tokens} is invalid; valid: an integer >= 2")

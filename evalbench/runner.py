@@ -16,16 +16,17 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from evalbench import quality_cache
 from evalbench.config import validate
 from evalbench.dataset.text import load_text
 from evalbench.environment import fingerprint
 from evalbench.errors import EvalbenchError, one_line
 from evalbench.metrics.memory import peak_rss_bytes, release_freed_memory, reset_peak_rss, weight_bytes
-from evalbench.metrics.perplexity import perplexity, scored_text, tokenize
+from evalbench.metrics.perplexity import tokenize
 from evalbench.metrics.speed import measure_speed, prompt_batch
 from evalbench.model.loader import load_model
 from evalbench.precision.base import Precision
+from evalbench.quality import scoring
+from evalbench.quality.tasks import resolve_tasks, run_tasks
 from evalbench.results import write_record
 
 log = logging.getLogger(__name__)
@@ -74,13 +75,6 @@ def _instantiate_precision(cfg: DictConfig) -> Precision:
         raise EvalbenchError(f"precision config is invalid: {cause or exc}") from exc
 
 
-def _checkpoint_identity(location: str) -> list[tuple[str, int, int]]:
-    folder = Path(location)
-    if not folder.is_dir():
-        return []
-    return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
-
-
 def _set_threads(threads: int) -> int:
     torch.set_num_threads(threads)
     actual = torch.get_num_threads()
@@ -96,6 +90,7 @@ def _measure(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None
     record.update(description)
     precision.check_supported()
     record["torch_num_threads"] = _set_threads(cfg.threads)
+    tasks = resolve_tasks(cfg.quality, record)
 
     text = load_text(cfg.dataset)
     record["dataset_source"] = text.source
@@ -104,6 +99,17 @@ def _measure(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None
     model, tokenizer, source = load_model(cfg.model, to_absolute_path(str(Path(cfg.cache_dir).expanduser())))
     record.update(model_location=source.location, gguf_file=source.gguf_file, load_time_s=time.perf_counter() - started)
     record["parameters"] = sum(p.numel() for p in model.parameters())
+    corpus = tokenize(text.text, tokenizer)
+    plan, computed_reference = None, False
+    if cfg.perplexity.enabled:
+        record.update(ppl_context=cfg.perplexity.context, ppl_max_tokens=cfg.perplexity.max_tokens or None)
+        plan = scoring.plan(cfg, results_dir, corpus, source.location, description)
+        record["ppl_stride"] = plan.stride
+        if scoring.reuse_cached(plan, results_dir, record):
+            plan = None
+        else:
+            computed_reference = scoring.prepare_reference(plan, model, record["run_id"])  # needs the FP32 model
+
     started = time.perf_counter()
     model = precision.apply(model)
     record["convert_time_s"] = time.perf_counter() - started
@@ -111,44 +117,17 @@ def _measure(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None
     reset_peak_rss()  # peak_rss_bytes covers inference on the converted model, not loading
     record["weight_bytes"] = weight_bytes(model)
 
-    corpus = tokenize(text.text, tokenizer)
-    if cfg.perplexity.enabled:
-        _measure_perplexity(cfg, record, results_dir, model, corpus, source.location, description)
-        if record.get("perplexity_from_run") is None:
-            record["perplexity_peak_rss_bytes"] = peak_rss_bytes()
-            release_freed_memory()
-            reset_peak_rss()  # peak_rss_bytes below is generation's alone, comparable across runs
+    if plan is not None:
+        scoring.score(plan, model, record, results_dir, computed_reference)
+        record["perplexity_peak_rss_bytes"] = peak_rss_bytes()
+        release_freed_memory()
+        reset_peak_rss()  # peak_rss_bytes below is generation's alone, comparable across runs
     if cfg.speed.enabled:
         prompts = prompt_batch(corpus.ids, cfg.batch_size, cfg.speed.prompt_tokens)
         record.update(prompt_tokens=cfg.speed.prompt_tokens, new_tokens=cfg.speed.new_tokens)
         record.update(measure_speed(model, prompts, cfg.speed.new_tokens, cfg.speed.warmup, cfg.speed.repeats))
     record["peak_rss_bytes"] = peak_rss_bytes()
-
-
-def _measure_perplexity(cfg, record, results_dir, model, corpus, location, precision: dict[str, object]) -> None:
-    ppl_cfg = cfg.perplexity
-    stride = ppl_cfg.stride or ppl_cfg.context
-    scored = scored_text(corpus, ppl_cfg.max_tokens)
-    record.update(ppl_context=ppl_cfg.context, ppl_stride=stride, ppl_max_tokens=ppl_cfg.max_tokens or None)
-    key = quality_cache.cache_key(
-        {
-            "model": location,
-            "checkpoint": _checkpoint_identity(location),
-            "precision": precision,  # every field of the precision: any of them can change the scores
-            "tokens": scored.token_hash,
-            "context": ppl_cfg.context,
-            "stride": stride,
-            "torch": torch.__version__,
-        }
-    )
-    cached = quality_cache.load(results_dir, key) if ppl_cfg.reuse else None
-    if cached is not None:
-        record.update(cached["perplexity"], perplexity_from_run=cached["computed_by"])
-        return
-    started = time.perf_counter()
-    result = perplexity(model, scored, ppl_cfg.context, stride).to_record()
-    record.update(result, perplexity_time_s=time.perf_counter() - started, perplexity_from_run=None)
-    quality_cache.store(results_dir, key, {"perplexity": result, "computed_by": record["run_id"]})
+    run_tasks(tasks, model, tokenizer, cfg.quality, record, results_dir, source.location, description)
 
 
 def run_configuration(cfg: DictConfig) -> dict[str, Any]:

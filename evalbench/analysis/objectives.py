@@ -12,6 +12,8 @@ PRECISION_ORDER = ["fp32", "bf16", "int8", "int8_dynamic", "int4"]
 HIGHER_IS_BETTER = {"decode_tokens_per_s", "prefill_tokens_per_s", "same_top_rate"}
 HIGHER_IS_BETTER_PREFIXES = ("task.",)
 DERIVED = {"ppl_ratio", "s_per_token"}
+# Divergences from the reference: 0 is lossless, so a quality floor on them is absolute, not relative.
+ABSOLUTE_QUALITY = {"kld_mean", "kld_median", "kld_p99", "kld_max", "delta_p_rms"}
 
 
 def higher_is_better(column: str) -> bool:
@@ -30,16 +32,22 @@ def successful(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def with_objectives(df: pd.DataFrame) -> pd.DataFrame:
-    """Add ``ppl_ratio`` (perplexity over the group's baseline) and ``s_per_token`` (1 / decode tokens/s)."""
+    """Add ``s_per_token`` (1 / decode tokens/s) and ``ppl_ratio`` where no run recorded it.
+
+    A recorded ``ppl_ratio`` compares with the reference over the same tokens; a missing one is
+    derived as perplexity over the mean perplexity of the group's baseline precision.
+    """
     out = df.copy()
     if "env.machine_id" not in out:
         out["env.machine_id"] = "unknown"
     out["s_per_token"] = 1.0 / out["decode_tokens_per_s"]
-    out["ppl_ratio"] = float("nan")
+    recorded = out["ppl_ratio"].astype(float) if "ppl_ratio" in out else pd.Series(float("nan"), index=out.index)
+    derived = pd.Series(float("nan"), index=out.index)
     ok = out["status"] == "ok"
     for _, group in out[ok].groupby(GROUP_COLUMNS, dropna=False):
         base = group[group["precision"] == baseline_precision(group["precision"])]
-        out.loc[group.index, "ppl_ratio"] = group["perplexity"] / base["perplexity"].mean()
+        derived.loc[group.index] = group["perplexity"] / base["perplexity"].mean()
+    out["ppl_ratio"] = recorded.fillna(derived)
     return out
 
 

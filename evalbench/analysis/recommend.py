@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from evalbench.analysis.objectives import (
+    ABSOLUTE_QUALITY,
     GROUP_COLUMNS,
     baseline_precision,
     check_columns,
@@ -114,13 +115,21 @@ class Constraint:
 
 
 class _Quality:
-    """The quality floor: relative loss of ``metric`` against the baseline, with its CI when recorded."""
+    """The quality floor: loss of ``metric`` against the baseline, with its recorded uncertainty.
+
+    The loss is relative (perplexity, ppl_ratio, same_top_rate, task scores) or, for divergences
+    from the reference, the value itself above the baseline's (kld_mean <= 0.01 means
+    ``quality=kld_mean max_quality_loss=0.01``). Uncertainty comes from ``ppl_ratio_ci_*`` for
+    perplexity and from a ``<metric>_stderr`` column (95%: 1.96 stderr) where there is one.
+    """
 
     def __init__(self, metric: str, baseline: float, max_loss: float) -> None:
         self.metric, self.baseline, self.max_loss = metric, baseline, max_loss
         self.higher_better = higher_is_better(metric)
 
     def loss(self, value: float) -> float:
+        if self.metric in ABSOLUTE_QUALITY:
+            return value - self.baseline
         return (1 - value / self.baseline) if self.higher_better else (value / self.baseline - 1)
 
     def check(self, row: pd.Series) -> str:
@@ -128,8 +137,13 @@ class _Quality:
         if pd.isna(loss):
             return FAIL
         low, high = loss, loss
+        stderr = row.get(f"{self.metric}_stderr", float("nan"))
         if self.metric in ("perplexity", "ppl_ratio") and not pd.isna(row.get("ppl_ratio_ci_low", float("nan"))):
             low, high = row["ppl_ratio_ci_low"] - 1, row["ppl_ratio_ci_high"] - 1  # recorded uncertainty
+        elif not pd.isna(stderr):
+            low, high = sorted(
+                (self.loss(row[self.metric] - 1.96 * stderr), self.loss(row[self.metric] + 1.96 * stderr))
+            )
         if high <= self.max_loss:
             return PASS
         return BORDERLINE if low <= self.max_loss else FAIL

@@ -18,7 +18,7 @@ class EvalText:
     source: str  # the file read, or "hub:<path>/<name>:<split>"
 
 
-def _offline() -> bool:
+def offline() -> bool:
     return any(os.environ.get(var, "").lower() in _TRUE for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
 
 
@@ -32,7 +32,7 @@ def load_text(cfg: DatasetConfig) -> EvalText:
                 f"must hold {cfg.local_file}"
             )
         return EvalText(path.read_text(encoding="utf-8"), str(path))
-    if _offline():
+    if offline():
         raise EvalbenchError(
             f"dataset={cfg.name!r} needs local files while offline: set EVALBENCH_DATA_DIR to a folder "
             f"holding {cfg.local_file}"

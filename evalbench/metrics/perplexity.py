@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import torch
@@ -91,23 +92,35 @@ def window_spans(n_tokens: int, context: int, stride: int) -> list[tuple[int, in
     return spans
 
 
-@torch.inference_mode()
-def token_nlls(model: nn.Module, scored: ScoredText, context: int, stride: int) -> torch.Tensor:
-    """Negative log-likelihood (nats, float64) of every scored token, in order."""
-    pieces = []
+def window_log_probs(
+    model: nn.Module, scored: ScoredText, context: int, stride: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Per window: next-token log-probabilities ``[m, vocab]`` (float32) and the ``m`` tokens they score."""
     for begin, end, first_scored in window_spans(scored.input_ids.numel(), context, stride):
         window = scored.input_ids[begin:end].unsqueeze(0)
-        logits = model(input_ids=window, use_cache=False).logits[0].float()
+        with torch.inference_mode():
+            logits = model(input_ids=window, use_cache=False).logits[0].float()
         predicting = slice(first_scored - begin - 1, end - begin - 1)  # logits at t predict token t+1
-        log_probs = torch.log_softmax(logits[predicting], dim=-1)
-        targets = scored.input_ids[first_scored:end]
-        pieces.append(-log_probs.gather(1, targets[:, None])[:, 0].double())
-    return torch.cat(pieces)
+        yield torch.log_softmax(logits[predicting], dim=-1), scored.input_ids[first_scored:end]
+
+
+def target_nlls(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood (nats, float64) of each target under its row of ``log_probs``."""
+    return -log_probs.gather(1, targets[:, None])[:, 0].double()
+
+
+def token_nlls(model: nn.Module, scored: ScoredText, context: int, stride: int) -> torch.Tensor:
+    """Negative log-likelihood (nats, float64) of every scored token, in order."""
+    return torch.cat([target_nlls(lp, targets) for lp, targets in window_log_probs(model, scored, context, stride)])
 
 
 def perplexity(model: nn.Module, scored: ScoredText, context: int, stride: int) -> PerplexityResult:
     """Score ``scored`` with ``model`` and return token perplexity, bits per byte and word perplexity."""
-    nlls = token_nlls(model, scored, context, stride)
+    return summarize(token_nlls(model, scored, context, stride), scored, context, stride)
+
+
+def summarize(nlls: torch.Tensor, scored: ScoredText, context: int, stride: int) -> PerplexityResult:
+    """Token perplexity, bits per byte and word perplexity from the scored tokens' NLLs."""
     nll_sum = float(nlls.sum())
     n_bytes = len(scored.text.encode("utf-8"))
     n_words = len(re.split(r"\s+", scored.text.strip()))

@@ -57,10 +57,15 @@ class EvalbenchSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         returns = super().sweep(arguments)
         statuses = [r.return_value for batch in returns for r in batch]
-        failed = len(self.invalid) + sum(status != "ok" for status in statuses)
+        failed = len(self.invalid) + sum(status == "failed" for status in statuses)
+        partial = sum(status == "quality failed" for status in statuses)
         total = len(self.invalid) + len(statuses)
         results_dir = Path(to_absolute_path(self.config.results_dir)) / "records"
-        print(f"evalbench: {total} configurations, {total - failed} ok, {failed} failed; records in {results_dir}")
-        if failed:
+        quality = f", {partial} with a failed quality metric" if partial else ""
+        print(
+            f"evalbench: {total} configurations, {total - failed - partial} ok, {failed} failed{quality}; "
+            f"records in {results_dir}"
+        )
+        if failed or partial:
             sys.exit(1)
         return returns

@@ -1,8 +1,8 @@
-"""Perplexity does not depend on threads or batch size: compute it once per model, precision and data.
+"""Quality does not depend on threads or batch size: compute it once per model, precision and data.
 
-Entries live in ``<results_dir>/quality_cache/<key>.json``; the key hashes everything that
-changes the scores (checkpoint, precision fields, scored tokens, window settings and
-library versions). Records say when their perplexity came from a cached entry.
+Entries live in ``<results_dir>/quality_cache/records/<key>.json``; the key hashes everything
+that changes the scores (checkpoint, precision fields, scored tokens or task data, settings
+and library versions). Records say when a figure came from a cached entry.
 """
 
 from __future__ import annotations
@@ -19,6 +19,14 @@ CACHE_SUBDIR = "quality_cache"
 
 def cache_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def folder_identity(location: str) -> list[tuple[str, int, int]]:
+    """Names, sizes and modification times of the files in a local folder (empty for a hub id)."""
+    folder = Path(location)
+    if not folder.is_dir():
+        return []
+    return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
 
 
 def load(results_dir: str | Path, key: str) -> dict[str, Any] | None:

@@ -1,0 +1,166 @@
+"""How far a model's next-token distributions are from a reference's, token by token (llama.cpp's KLD method).
+
+The reference keeps, for each scored token, its ``top_k`` most likely next tokens with their
+log-probabilities, the log-probability of everything else (the tail) and the log-probability
+of the token that came next. Against it, a model's full distribution gives:
+
+* KL(reference || model), with the tail treated as one outcome. By the log-sum inequality
+  this never exceeds the exact KL divergence; it equals it when ``top_k`` covers the
+  vocabulary (``benchmarks/kld_topk_error.py`` measures the gap on the sample model);
+* whether both put the same token first (exact);
+* the change in probability of the correct token and the log-ratio of its likelihood (exact).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+_ROWS_PER_CHUNK = 256  # bounds the extra [rows, vocab] tensor the tail computation needs
+
+
+def _tail_log_mass(log_probs: torch.Tensor, top_ids: torch.Tensor) -> torch.Tensor:
+    """log of the probability mass outside ``top_ids``, row by row (exact, computed in log space)."""
+    pieces = []
+    for start in range(0, log_probs.shape[0], _ROWS_PER_CHUNK):
+        rows = slice(start, start + _ROWS_PER_CHUNK)
+        masked = log_probs[rows].scatter(1, top_ids[rows].long(), float("-inf"))
+        pieces.append(torch.logsumexp(masked.double(), dim=-1))
+    return torch.cat(pieces) if pieces else log_probs.new_empty(0, dtype=torch.float64)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What a reference model said about each scored token, enough to compare others against it."""
+
+    top_ids: torch.Tensor  # [n, k] int32, most likely first: column 0 is the reference's top token
+    top_log_probs: torch.Tensor  # [n, k] float32
+    tail_log_mass: torch.Tensor  # [n] float64, log of the mass outside the top k (-inf when k = vocab)
+    target_log_probs: torch.Tensor  # [n] float64, log-probability of the token that came next
+
+    @classmethod
+    def from_log_probs(cls, log_probs: torch.Tensor, targets: torch.Tensor, top_k: int) -> Reference:
+        """Summarise full log-probabilities ``[n, vocab]`` for the tokens ``targets`` ``[n]``."""
+        top = log_probs.topk(min(top_k, log_probs.shape[-1]), dim=-1)
+        top_ids = top.indices.to(torch.int32)
+        return cls(
+            top_ids=top_ids,
+            top_log_probs=top.values.float(),
+            tail_log_mass=_tail_log_mass(log_probs, top_ids),
+            target_log_probs=log_probs.gather(1, targets[:, None].long())[:, 0].double(),
+        )
+
+    @classmethod
+    def concat(cls, pieces: list[Reference]) -> Reference:
+        return cls(*(torch.cat([getattr(p, name) for p in pieces]) for name in cls.__dataclass_fields__))
+
+    def rows(self, start: int, stop: int) -> Reference:
+        return Reference(*(getattr(self, name)[start:stop] for name in self.__dataclass_fields__))
+
+    @property
+    def tokens(self) -> int:
+        return self.target_log_probs.numel()
+
+    @property
+    def top_k(self) -> int:
+        return self.top_ids.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, name).nbytes for name in self.__dataclass_fields__)
+
+    def save(self, path: str | Path) -> None:
+        save_file({name: getattr(self, name).contiguous() for name in self.__dataclass_fields__}, str(path))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Reference:
+        return cls(**load_file(str(path)))
+
+
+@dataclass(frozen=True)
+class TokenComparison:
+    """Per-token comparison of a model with the reference."""
+
+    kld: torch.Tensor  # [n] float64, KL(reference || model) with the tail as one outcome
+    same_top: torch.Tensor  # [n] bool
+    delta_p: torch.Tensor  # [n] float64, p_model(correct) - p_reference(correct)
+    log_ratio: torch.Tensor  # [n] float64, nll_model - nll_reference of the correct token
+
+    @classmethod
+    def concat(cls, pieces: list[TokenComparison]) -> TokenComparison:
+        return cls(*(torch.cat([getattr(p, name) for p in pieces]) for name in cls.__dataclass_fields__))
+
+
+def compare(log_probs: torch.Tensor, targets: torch.Tensor, reference: Reference) -> TokenComparison:
+    """Compare a model's log-probabilities ``[n, vocab]`` for the next tokens ``targets`` with ``reference`` rows."""
+    if reference.tokens != log_probs.shape[0]:
+        raise ValueError(f"reference has {reference.tokens} tokens, the model scored {log_probs.shape[0]}")
+    model_top = log_probs.gather(1, reference.top_ids.long()).double()
+    ref_top = reference.top_log_probs.double()
+    kld_top = (ref_top.exp() * (ref_top - model_top)).sum(dim=-1)
+    ref_tail = reference.tail_log_mass
+    model_tail = _tail_log_mass(log_probs, reference.top_ids)
+    kld_tail = torch.where(torch.isinf(ref_tail), 0.0, ref_tail.exp() * (ref_tail - model_tail))
+    model_target = log_probs.gather(1, targets[:, None].long())[:, 0].double()
+    return TokenComparison(
+        kld=(kld_top + kld_tail).clamp_min(0.0),  # rounding can leave -1e-9 where the two agree
+        same_top=log_probs.argmax(dim=-1) == reference.top_ids[:, 0].long(),
+        delta_p=model_target.exp() - reference.target_log_probs.exp(),
+        log_ratio=reference.target_log_probs - model_target,
+    )
+
+
+def exact_kld(reference_log_probs: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
+    """KL(reference || model) per row over the whole vocabulary: what the top-k form approximates."""
+    ref = reference_log_probs.double()
+    return (ref.exp() * (ref - log_probs.double())).sum(dim=-1)
+
+
+@dataclass(frozen=True)
+class DivergenceResult:
+    """The record's distribution columns; probabilities and rates in percent, as llama.cpp prints them."""
+
+    kld_mean: float
+    kld_mean_stderr: float
+    kld_median: float
+    kld_p99: float
+    kld_max: float
+    same_top_rate: float  # % of tokens where model and reference put the same token first
+    delta_p_mean: float  # percentage points, mean of p_model(correct) - p_reference(correct)
+    delta_p_rms: float  # percentage points
+    ppl_ratio: float  # perplexity(model) / perplexity(reference) over the same tokens
+    ppl_ratio_ci_low: float  # 95% interval from the per-token log-ratio
+    ppl_ratio_ci_high: float
+    kld_tokens: int
+
+    def to_record(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def summarize(comparison: TokenComparison) -> DivergenceResult:
+    """Aggregate per-token comparisons into the record's columns."""
+    kld = comparison.kld.numpy()
+    n = kld.size
+    log_ratio = comparison.log_ratio.numpy()
+    mean_log_ratio = float(log_ratio.mean())
+    half = 1.96 * float(log_ratio.std(ddof=1)) / math.sqrt(n) if n > 1 else 0.0
+    delta_p = comparison.delta_p.numpy() * 100
+    return DivergenceResult(
+        kld_mean=float(kld.mean()),
+        kld_mean_stderr=float(kld.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0,
+        kld_median=float(np.median(kld)),
+        kld_p99=float(np.percentile(kld, 99)),
+        kld_max=float(kld.max()),
+        same_top_rate=float(comparison.same_top.double().mean()) * 100,
+        delta_p_mean=float(delta_p.mean()),
+        delta_p_rms=float(np.sqrt((delta_p**2).mean())),
+        ppl_ratio=math.exp(mean_log_ratio),
+        ppl_ratio_ci_low=math.exp(mean_log_ratio - half),
+        ppl_ratio_ci_high=math.exp(mean_log_ratio + half),
+        kld_tokens=n,
+    )

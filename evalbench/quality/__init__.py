@@ -1,0 +1,1 @@
+"""Quality of the converted model: perplexity, distribution distance from a reference, lm-eval tasks."""

@@ -1,0 +1,171 @@
+"""One pass over the scored tokens gives perplexity and, against the stored reference, the distribution metrics.
+
+Both are computed on the converted model, once per model, precision and token set (reused
+across threads and batch sizes unless ``perplexity.reuse=false``). The reference
+distributions come from the model at ``quality.reference`` precision: built in the same
+pass when this run is at that precision, else from the FP32 model before conversion,
+and stored so that no other run computes them again.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from evalbench.config import CONFIG_DIR
+from evalbench.metrics.divergence import Reference, TokenComparison, compare, summarize
+from evalbench.metrics.perplexity import Corpus, ScoredText, scored_text, target_nlls, window_log_probs
+from evalbench.metrics.perplexity import summarize as summarize_perplexity
+from evalbench.precision.base import Precision
+from evalbench.quality import cache
+from evalbench.quality.reference import ReferenceStore
+
+
+def reference_precision(name: str) -> Precision:
+    """The precision ``conf/precision/<name>.yaml`` describes, with its default settings."""
+    return instantiate(OmegaConf.load(CONFIG_DIR / "precision" / f"{name}.yaml"))
+
+
+@dataclass
+class ScoringPlan:
+    """What this run scores, where its cached result and reference live."""
+
+    scored: ScoredText
+    context: int
+    stride: int
+    cache_key: str
+    reuse: bool
+    store: ReferenceStore | None  # None: no distribution metrics
+    reference: Precision | None
+    same_as_reference: bool  # this run is at the reference precision: it builds the reference itself
+    top_k: int
+
+
+def plan(cfg: DictConfig, results_dir: Path, corpus: Corpus, location: str, precision: dict[str, Any]) -> ScoringPlan:
+    ppl_cfg, quality = cfg.perplexity, cfg.quality
+    stride = ppl_cfg.stride or ppl_cfg.context
+    scored = scored_text(corpus, ppl_cfg.max_tokens)
+    common = {
+        "model": location,
+        "checkpoint": cache.folder_identity(location),
+        "tokens": scored.token_hash,
+        "context": ppl_cfg.context,
+        "stride": stride,
+        "torch": torch.__version__,
+    }
+    store, reference, same = None, None, False
+    if quality.reference is not None:
+        reference = reference_precision(quality.reference)
+        reference_fields = reference.describe()
+        key = cache.cache_key({**common, "reference": reference_fields, "top_k": quality.top_k})
+        store, same = ReferenceStore.under(results_dir, key), reference_fields == precision
+    # every field of the precision: any of them can change the scores
+    key = cache.cache_key({**common, "precision": precision, "reference": store and store.key})
+    return ScoringPlan(scored, ppl_cfg.context, stride, key, ppl_cfg.reuse, store, reference, same, quality.top_k)
+
+
+def reuse_cached(plan: ScoringPlan, results_dir: Path, record: dict[str, Any]) -> bool:
+    """Fill ``record`` from a result computed earlier for the same model, precision and tokens, if any."""
+    entry = cache.load(results_dir, plan.cache_key) if plan.reuse else None
+    if entry is None:
+        return False
+    record.update(entry["perplexity"], perplexity_from_run=entry["computed_by"])
+    if plan.store is not None:
+        record["reference_computed"] = False
+    return True
+
+
+def _score(
+    model: nn.Module, plan: ScoringPlan, reference: Reference | None, build: bool
+) -> tuple[dict[str, Any], Reference | None]:
+    """One pass: perplexity, and the distribution metrics against ``reference`` (or the one built on the way)."""
+    nlls, comparisons, built, offset = [], [], [], 0
+    for log_probs, targets in window_log_probs(model, plan.scored, plan.context, plan.stride):
+        nlls.append(target_nlls(log_probs, targets))
+        rows = None
+        if build:
+            rows = Reference.from_log_probs(log_probs, targets, plan.top_k)
+            built.append(rows)
+        elif reference is not None:
+            rows = reference.rows(offset, offset + targets.numel())
+        if rows is not None:
+            comparisons.append(compare(log_probs, targets, rows))
+        offset += targets.numel()
+    result = summarize_perplexity(torch.cat(nlls), plan.scored, plan.context, plan.stride).to_record()
+    if comparisons:
+        result.update(summarize(TokenComparison.concat(comparisons)).to_record())
+    return result, Reference.concat(built) if built else None
+
+
+def _build_reference(plan: ScoringPlan, model: nn.Module, run_id: str) -> dict[str, Any]:
+    """Score ``model`` at the reference precision and store the reference; its result too."""
+    started = time.perf_counter()
+    result, reference = _score(model, plan, None, build=True)
+    meta = {
+        "computed_by": run_id,
+        "precision": plan.reference.describe(),
+        "top_k": plan.top_k,
+        "tokens": reference.tokens,
+        "bytes": reference.nbytes,
+        "seconds": time.perf_counter() - started,
+    }
+    plan.store.save(reference, meta)
+    return result
+
+
+def _reference_fields(plan: ScoringPlan, meta: dict[str, Any], computed_here: bool) -> dict[str, Any]:
+    return {
+        "reference_precision": meta["precision"]["precision"],
+        "reference_key": plan.store.key,
+        "reference_from_run": meta["computed_by"],
+        "reference_computed": computed_here,
+        "reference_bytes": meta["bytes"],
+        "kld_top_k": meta["top_k"],
+    }
+
+
+def prepare_reference(plan: ScoringPlan, fp32_model: nn.Module, run_id: str) -> bool:
+    """Before conversion: store the reference from the FP32 model if it is missing and this run cannot build it.
+
+    Returns whether this run computed it.
+    """
+    if plan.store is None or plan.same_as_reference:
+        return False
+    with plan.store.lock():
+        if plan.store.exists():
+            return False
+        model = fp32_model
+        if plan.reference.describe()["precision"] != "fp32":
+            model = plan.reference.apply(copy.deepcopy(fp32_model))
+        _build_reference(plan, model, run_id)
+        return True
+
+
+def score(
+    plan: ScoringPlan, model: nn.Module, record: dict[str, Any], results_dir: Path, computed_here: bool = False
+) -> None:
+    """Score the converted ``model`` and put perplexity and distribution metrics into ``record``."""
+    started = time.perf_counter()
+    if plan.store is None:
+        result, _ = _score(model, plan, None, build=False)
+    elif plan.same_as_reference:
+        with plan.store.lock():
+            if plan.store.exists():
+                result, _ = _score(model, plan, plan.store.load(), build=False)
+            else:
+                result = _build_reference(plan, model, record["run_id"])
+                computed_here = True
+    else:
+        result, _ = _score(model, plan, plan.store.load(), build=False)
+    if plan.store is not None:
+        result.update(_reference_fields(plan, plan.store.meta(), computed_here))
+    record.update(result, perplexity_time_s=time.perf_counter() - started, perplexity_from_run=None)
+    cache.store(results_dir, plan.cache_key, {"perplexity": result, "computed_by": record["run_id"]})
