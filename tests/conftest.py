@@ -11,7 +11,10 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("EVALBENCH_DATA_DIR", str(REPO.parent / "shared" / "data"))
+# Absolute, so that runs started from any folder find it.
+os.environ["EVALBENCH_DATA_DIR"] = str(
+    Path(os.environ.get("EVALBENCH_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 DATA_DIR = Path(os.environ["EVALBENCH_DATA_DIR"])
@@ -77,6 +80,35 @@ def tiny_tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+FAST = [
+    "perplexity.max_tokens=300",
+    "perplexity.context=128",
+    "speed.prompt_tokens=8",
+    "speed.new_tokens=4",
+    "speed.repeats=2",
+    "speed.warmup=1",
+]
+
+
+def evalbench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "evalbench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture()
+def tiny_args(tiny_model_dir, tmp_path) -> list[str]:
+    return [
+        "model=hub",
+        f"model.path={tiny_model_dir}",
+        "model.name=tiny",
+        f"results_dir={tmp_path / 'results'}",
+        f"cache_dir={tmp_path / 'cache'}",
+        *FAST,
+    ]
 
 
 def run_cli(*args: str, cwd: Path, program: str = "evalbench") -> subprocess.CompletedProcess:

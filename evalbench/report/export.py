@@ -88,15 +88,15 @@ def write_report(df: pd.DataFrame, output_dir: Path, targets: Targets, png: bool
     sections = [
         "# evalbench report",
         "",
-        f"Quality floor: {targets.quality} within +{targets.max_quality_loss:.1%} of "
-        f"the baseline; targets: {_targets_text(targets)}.",
+        f"Quality floor: {targets.quality}, max_quality_loss={targets.max_quality_loss:g} against the baseline; "
+        f"targets: {_targets_text(targets)}.",
         "",
     ]
     for (model, machine), rec in recommendations.items():
         slug = f"{model}-{machine}".replace("/", "_")
         group = ok[(ok["model"] == model) & (ok["env.machine_id"] == machine)]
         if len(group):
-            fig = figures.quality_vs_speed(group, rec.frontier, rec.config, targets.max_quality_loss)
+            fig = figures.quality_vs_speed(group, rec.frontier, rec.config, rec.floor)
             files += _write_figure(fig, output_dir / f"quality_vs_speed-{slug}", png)
         sections += [
             f"## {model} on machine {machine}",

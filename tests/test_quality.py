@@ -1,0 +1,104 @@
+"""Distribution metrics and lm-eval tasks through the evalbench command, on the tiny random-weight model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lm_eval
+import pytest
+import yaml
+from conftest import DATA_DIR, evalbench
+
+from evalbench import load_results
+from evalbench.quality.tasks import TaskError, _resolve, local_task_config
+
+DATA_SOURCE_KEYS = {"dataset_path", "dataset_name", "dataset_kwargs", "tag"}
+
+
+def test_reference_is_computed_once_across_a_multirun(tiny_args, tmp_path):
+    # int8 runs first: it must build the reference from the FP32 model before converting it.
+    out = evalbench("-m", "precision=int8,fp32,int4", "threads=1,2", "perplexity.reuse=false", *tiny_args, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    frame = load_results(tmp_path / "results").set_index(["precision", "threads"])
+    assert len(frame) == 6 and (frame.perplexity_from_run.isna()).all()  # every run scored its own tokens
+    assert frame.reference_computed.sum() == 1
+    assert frame.loc[("int8", 1), "reference_computed"]
+    assert frame.reference_key.nunique() == 1 and frame.reference_from_run.nunique() == 1
+    assert len(list((tmp_path / "results" / "quality_cache" / "references").glob("*.safetensors"))) == 1
+    fp32, int4 = frame.loc["fp32"], frame.loc["int4"]
+    assert (fp32.kld_mean < 1e-6).all() and (fp32.same_top_rate == 100).all()
+    assert (fp32.ppl_ratio_ci_low <= 1 + 1e-6).all() and (fp32.ppl_ratio_ci_high >= 1 - 1e-6).all()
+    assert (int4.kld_mean > fp32.kld_mean.max()).all() and (int4.same_top_rate < 100).all()
+    expected = frame.loc[("int4", 1), "perplexity"] / frame.loc[("fp32", 1), "perplexity"]
+    assert frame.loc[("int4", 1), "ppl_ratio"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_no_reference_means_no_distribution_metrics(tiny_args, tmp_path):
+    out = evalbench("precision=int8", "quality.reference=null", *tiny_args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    row = load_results(tmp_path / "results").iloc[0]
+    assert row.perplexity > 0 and "kld_mean" not in row.index
+    assert not (tmp_path / "results" / "quality_cache" / "references").exists()
+
+
+def test_unknown_reference_precision_is_one_line(tiny_args, tmp_path):
+    out = evalbench("quality.reference=fp16", *tiny_args, cwd=tmp_path)
+    assert out.returncode == 1
+    assert "quality.reference=fp16 is invalid; valid: null or one of ['bf16', 'fp32'," in out.stderr
+
+
+def test_shipped_lambada_matches_lm_evals_own_task_but_for_the_data_source():
+    stock = yaml.safe_load((Path(lm_eval.__file__).parent / "tasks/lambada/lambada_openai.yaml").read_text())
+    local = local_task_config("lambada_openai")
+    assert {k: v for k, v in local.items() if k not in DATA_SOURCE_KEYS} == {
+        k: v for k, v in stock.items() if k not in DATA_SOURCE_KEYS
+    }
+    assert local["dataset_path"] == "json"
+
+
+def test_task_names_resolve_to_local_data_or_clear_errors(tmp_path):
+    local = _resolve("lambada_openai", str(DATA_DIR))
+    assert local.source == f"local:{(DATA_DIR / 'lambada_openai/lambada_test.jsonl').resolve()}"
+    assert local.spec["dataset_kwargs"]["data_files"]["test"] == str(local.data_files[0])
+    with pytest.raises(TaskError, match=r"lambada_openai needs lambada_openai/lambada_test.jsonl .* while offline"):
+        _resolve("lambada_openai", str(tmp_path))
+    with pytest.raises(TaskError, match=r"unknown lm-eval task 'lambada_opneai'; close: \['lambada_openai'"):
+        _resolve("lambada_opneai", str(DATA_DIR))
+    assert _resolve("hellaswag", str(DATA_DIR)).source == "lm-eval"  # a stock task: loaded from the hub online
+
+
+def test_tasks_run_on_the_converted_model_and_bad_tasks_keep_the_other_measurements(tiny_args, tmp_path):
+    out = evalbench(
+        "-m",
+        "precision=fp32,int4",
+        "quality.tasks=[lambada_openai,nosuchtask]",
+        "quality.limit=6",
+        "quality.batch_size=3",
+        *tiny_args,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "2 configurations, 0 ok, 0 failed, 2 with a failed quality metric" in out.stdout
+    assert "quality metric failed: quality.tasks: unknown lm-eval task 'nosuchtask'" in out.stdout
+    frame = load_results(tmp_path / "results").set_index("precision")
+    assert (frame.status == "ok").all() and (frame.perplexity > 0).all() and (frame.decode_tokens_per_s > 0).all()
+    assert frame["task.nosuchtask.error"].str.startswith("quality.tasks: unknown lm-eval task").all()
+    assert (frame["task.lambada_openai.samples"] == 6).all() and (frame["task.lambada_openai.limit"] == 6).all()
+    assert frame["task.lambada_openai.source"].str.startswith("local:").all()
+    for precision in ("fp32", "int4"):
+        acc, stderr = frame.loc[precision, ["task.lambada_openai.acc", "task.lambada_openai.acc_stderr"]]
+        assert acc in {i / 6 for i in range(7)} and stderr >= 0
+        assert frame.loc[precision, "task.lambada_openai.perplexity"] > 1
+    # each precision scored its own model: a random-weight model's int4 copy gives another task perplexity
+    assert frame.loc["fp32", "task.lambada_openai.perplexity"] != frame.loc["int4", "task.lambada_openai.perplexity"]
+
+
+def test_task_data_missing_offline_is_a_failed_metric_and_exit_1(tiny_args, tmp_path):
+    out = evalbench(
+        "quality.tasks=[lambada_openai]", f"quality.data_dir={tmp_path / 'empty'}", *tiny_args, cwd=tmp_path
+    )
+    assert out.returncode == 1
+    assert "evalbench: error: quality.tasks: lambada_openai needs lambada_openai/lambada_test.jsonl" in out.stderr
+    row = load_results(tmp_path / "results").iloc[0]
+    assert row.status == "ok" and row.perplexity > 0 and row.decode_tokens_per_s > 0
+    assert "task.lambada_openai.acc" not in row.index
