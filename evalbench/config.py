@@ -60,6 +60,7 @@ class QualityConfig:
 
     reference: str | None = "fp32"  # a precision name (conf/precision/<name>.yaml); null: no distribution metrics
     top_k: int = 64  # log-probabilities the reference keeps per scored token, besides the tail mass
+    tail_samples: int = 32  # tokens drawn from the reference's tail per scored token (0: KLD is a lower bound)
     tasks: list[str] = field(default_factory=list)  # lm-eval task names, e.g. [lambada_openai]
     data_dir: str | None = None  # where tasks evalbench ships read their data; set from EVALBENCH_DATA_DIR
     limit: int | None = None  # examples per task (null: all)
@@ -129,6 +130,7 @@ def validate(cfg: Any) -> None:
         f"quality.reference={quality.reference} is invalid; valid: null or one of {precisions}",
     )
     _check(quality.top_k >= 1, f"quality.top_k={quality.top_k} is invalid; valid: an integer >= 1")
+    _check(quality.tail_samples >= 0, f"quality.tail_samples={quality.tail_samples} is invalid; valid: an integer >= 0")
     _check(
         quality.limit is None or quality.limit >= 1,
         f"quality.limit={quality.limit} is invalid; valid: null (every example) or an integer >= 1",

@@ -31,10 +31,11 @@ def _damaged(model, relative_noise: float, seed: int = 0):
     return model
 
 
-def _compare(reference_windows, model_windows, top_k: int) -> TokenComparison:
+def _compare(reference_windows, model_windows, top_k: int, tail_samples: int = 0) -> TokenComparison:
+    generator = torch.Generator().manual_seed(0)
     return TokenComparison.concat(
         [
-            compare(new, targets, Reference.from_log_probs(ref, targets, top_k))
+            compare(new, targets, Reference.from_log_probs(ref, targets, top_k, tail_samples, generator))
             for (ref, targets), (new, _) in zip(reference_windows, model_windows, strict=True)
         ]
     )
@@ -95,14 +96,32 @@ def test_top_k_kld_is_a_lower_bound_that_tightens_with_k_and_is_exact_over_the_v
         assert (approx >= previous - 1e-9).all(), f"top-{k} KLD is below top-fewer"
         previous = approx
     assert previous.mean() < exact.mean()
-    full = _compare(reference, damaged, top_k=vocab).kld
+    full = _compare(reference, damaged, top_k=vocab, tail_samples=8).kld  # no tail left to sample
     torch.testing.assert_close(full, exact, rtol=1e-6, atol=1e-9)
+
+
+def test_tail_samples_remove_the_bias_of_the_top_k_bound(tiny_model_dir, scored):
+    from transformers import AutoModelForCausalLM
+
+    def load():
+        return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+
+    reference, damaged = _windows(load(), scored), _windows(_damaged(load(), 0.3), scored)
+    exact = torch.cat([exact_kld(ref, new) for (ref, _), (new, _) in zip(reference, damaged, strict=True)])
+    bound = _compare(reference, damaged, top_k=8).kld
+    estimate = _compare(reference, damaged, top_k=8, tail_samples=32).kld
+    assert (estimate >= bound - 1e-12).all()  # the tail's estimated share is never negative
+    assert bound.mean() < 0.9 * exact.mean()  # a random-weight model spreads its mass: the bound is far off
+    assert estimate.mean() == pytest.approx(float(exact.mean()), rel=0.03)
+    assert (estimate - exact).abs().mean() < (bound - exact).abs().mean() / 3
 
 
 def test_reference_round_trips_through_its_file(tiny_model, scored, tmp_path):
     (log_probs, targets), *_ = _windows(tiny_model, scored)
-    reference = Reference.from_log_probs(log_probs, targets, top_k=16)
-    assert reference.nbytes == reference.tokens * (16 * (4 + 4) + 8 + 8)
+    reference = Reference.from_log_probs(log_probs, targets, top_k=16, tail_samples=4)
+    assert reference.nbytes == reference.tokens * ((16 + 4) * (4 + 4) + 8 + 8)
+    in_top = reference.tail_ids[:, :, None] == reference.top_ids[:, None, :]
+    assert not in_top.any()  # each token's samples come from outside its own top k
     assert torch.equal(reference.top_ids[:, 0].long(), log_probs.argmax(dim=-1))
     reference.save(tmp_path / "ref.safetensors")
     loaded = Reference.load(tmp_path / "ref.safetensors")

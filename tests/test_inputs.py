@@ -78,6 +78,7 @@ def test_offline_without_local_data(monkeypatch):
         ("speed.new_tokens", 1, "speed.new_tokens=1 is invalid; valid: an integer >= 2"),
         ("quality.reference", "fp16", r"quality.reference=fp16 is invalid; valid: null or one of \['bf16', 'fp32'"),
         ("quality.top_k", 0, "quality.top_k=0 is invalid; valid: an integer >= 1"),
+        ("quality.tail_samples", -1, "quality.tail_samples=-1 is invalid; valid: an integer >= 0"),
         ("quality.limit", 0, r"quality.limit=0 is invalid; valid: null \(every example\) or an integer >= 1"),
         ("quality.batch_size", 0, "quality.batch_size=0 is invalid; valid: an integer >= 1"),
         ("quality.bootstrap_iters", -1, "quality.bootstrap_iters=-1 is invalid; valid: an integer >= 0"),

@@ -1,12 +1,17 @@
 """How far a model's next-token distributions are from a reference's, token by token (llama.cpp's KLD method).
 
 The reference keeps, for each scored token, its ``top_k`` most likely next tokens with their
-log-probabilities, the log-probability of everything else (the tail) and the log-probability
-of the token that came next. Against it, a model's full distribution gives:
+log-probabilities, the log of the probability of everything else (the tail mass P_T),
+``tail_samples`` tokens drawn from the tail in proportion to their probability, and the
+log-probability of the token that came next. Against it, a model's full distribution gives:
 
-* KL(reference || model), with the tail treated as one outcome. By the log-sum inequality
-  this never exceeds the exact KL divergence; it equals it when ``top_k`` covers the
-  vocabulary (``benchmarks/kld_topk_error.py`` measures the gap on the sample model);
+* KL(reference || model), split exactly as
+  ``sum_top p log(p/q) + P_T log(P_T/Q_T) + P_T KL(p_tail || q_tail)``, where the tails are
+  normalised. The first two terms are exact; the last, never negative, is estimated from the
+  tail samples with the unbiased, non-negative estimator ``mean(rho - 1 - log rho)``,
+  ``rho = q_tail(j) / p_tail(j)``. With ``tail_samples=0`` it is left out and the result is a
+  lower bound (log-sum inequality). Over the whole vocabulary it is exact.
+  ``benchmarks/kld_topk_error.py`` measures the error on the sample model;
 * whether both put the same token first (exact);
 * the change in probability of the correct token and the log-ratio of its likelihood (exact).
 """
@@ -24,14 +29,24 @@ from safetensors.torch import load_file, save_file
 _ROWS_PER_CHUNK = 256  # bounds the extra [rows, vocab] tensor the tail computation needs
 
 
-def _tail_log_mass(log_probs: torch.Tensor, top_ids: torch.Tensor) -> torch.Tensor:
-    """log of the probability mass outside ``top_ids``, row by row (exact, computed in log space)."""
-    pieces = []
+def _tail(
+    log_probs: torch.Tensor, top_ids: torch.Tensor, samples: int = 0, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: log of the mass outside ``top_ids`` (exact, in log space) and ``samples`` tokens drawn from it."""
+    masses, drawn = [], []
     for start in range(0, log_probs.shape[0], _ROWS_PER_CHUNK):
         rows = slice(start, start + _ROWS_PER_CHUNK)
-        masked = log_probs[rows].scatter(1, top_ids[rows].long(), float("-inf"))
-        pieces.append(torch.logsumexp(masked.double(), dim=-1))
-    return torch.cat(pieces) if pieces else log_probs.new_empty(0, dtype=torch.float64)
+        masked = log_probs[rows].scatter(1, top_ids[rows].long(), float("-inf")).double()
+        mass = torch.logsumexp(masked, dim=-1)
+        masses.append(mass)
+        if samples:
+            probs = (masked - mass[:, None]).exp()
+            probs[~torch.isfinite(mass)] = 1.0  # no tail: any draw, weighted by P_T = 0 later
+            drawn.append(torch.multinomial(probs, samples, replacement=True, generator=generator).to(torch.int32))
+    n = log_probs.shape[0]
+    mass = torch.cat(masses) if masses else torch.empty(0, dtype=torch.float64)
+    ids = torch.cat(drawn) if drawn else torch.empty(n, 0, dtype=torch.int32)
+    return mass, ids
 
 
 @dataclass(frozen=True)
@@ -41,17 +56,30 @@ class Reference:
     top_ids: torch.Tensor  # [n, k] int32, most likely first: column 0 is the reference's top token
     top_log_probs: torch.Tensor  # [n, k] float32
     tail_log_mass: torch.Tensor  # [n] float64, log of the mass outside the top k (-inf when k = vocab)
+    tail_ids: torch.Tensor  # [n, m] int32, tokens drawn from the tail in proportion to their probability
+    tail_log_probs: torch.Tensor  # [n, m] float32, their log-probabilities
     target_log_probs: torch.Tensor  # [n] float64, log-probability of the token that came next
 
     @classmethod
-    def from_log_probs(cls, log_probs: torch.Tensor, targets: torch.Tensor, top_k: int) -> Reference:
+    def from_log_probs(
+        cls,
+        log_probs: torch.Tensor,
+        targets: torch.Tensor,
+        top_k: int,
+        tail_samples: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> Reference:
         """Summarise full log-probabilities ``[n, vocab]`` for the tokens ``targets`` ``[n]``."""
-        top = log_probs.topk(min(top_k, log_probs.shape[-1]), dim=-1)
+        vocab = log_probs.shape[-1]
+        top = log_probs.topk(min(top_k, vocab), dim=-1)
         top_ids = top.indices.to(torch.int32)
+        tail_log_mass, tail_ids = _tail(log_probs, top_ids, tail_samples if top_k < vocab else 0, generator)
         return cls(
             top_ids=top_ids,
             top_log_probs=top.values.float(),
-            tail_log_mass=_tail_log_mass(log_probs, top_ids),
+            tail_log_mass=tail_log_mass,
+            tail_ids=tail_ids,
+            tail_log_probs=log_probs.gather(1, tail_ids.long()).float(),
             target_log_probs=log_probs.gather(1, targets[:, None].long())[:, 0].double(),
         )
 
@@ -71,6 +99,10 @@ class Reference:
         return self.top_ids.shape[1]
 
     @property
+    def tail_samples(self) -> int:
+        return self.tail_ids.shape[1]
+
+    @property
     def nbytes(self) -> int:
         return sum(getattr(self, name).nbytes for name in self.__dataclass_fields__)
 
@@ -86,7 +118,7 @@ class Reference:
 class TokenComparison:
     """Per-token comparison of a model with the reference."""
 
-    kld: torch.Tensor  # [n] float64, KL(reference || model) with the tail as one outcome
+    kld: torch.Tensor  # [n] float64, KL(reference || model); the tail's share estimated from samples
     same_top: torch.Tensor  # [n] bool
     delta_p: torch.Tensor  # [n] float64, p_model(correct) - p_reference(correct)
     log_ratio: torch.Tensor  # [n] float64, nll_model - nll_reference of the correct token
@@ -104,8 +136,15 @@ def compare(log_probs: torch.Tensor, targets: torch.Tensor, reference: Reference
     ref_top = reference.top_log_probs.double()
     kld_top = (ref_top.exp() * (ref_top - model_top)).sum(dim=-1)
     ref_tail = reference.tail_log_mass
-    model_tail = _tail_log_mass(log_probs, reference.top_ids)
-    kld_tail = torch.where(torch.isinf(ref_tail), 0.0, ref_tail.exp() * (ref_tail - model_tail))
+    model_tail, _ = _tail(log_probs, reference.top_ids)
+    kld_tail = ref_tail.exp() * (ref_tail - model_tail)
+    if reference.tail_samples:
+        # P_T * KL(p_tail || q_tail), estimated as mean(rho - 1 - log rho) over tokens drawn from p_tail
+        log_rho = (log_probs.gather(1, reference.tail_ids.long()).double() - model_tail[:, None]) - (
+            reference.tail_log_probs.double() - ref_tail[:, None]
+        )
+        kld_tail = kld_tail + ref_tail.exp() * (log_rho.exp() - 1 - log_rho).mean(dim=-1)
+    kld_tail = torch.where(torch.isinf(ref_tail), 0.0, kld_tail)
     model_target = log_probs.gather(1, targets[:, None].long())[:, 0].double()
     return TokenComparison(
         kld=(kld_top + kld_tail).clamp_min(0.0),  # rounding can leave -1e-9 where the two agree

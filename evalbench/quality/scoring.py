@@ -47,6 +47,7 @@ class ScoringPlan:
     reference: Precision | None
     same_as_reference: bool  # this run is at the reference precision: it builds the reference itself
     top_k: int
+    tail_samples: int
 
 
 def plan(cfg: DictConfig, results_dir: Path, corpus: Corpus, location: str, precision: dict[str, Any]) -> ScoringPlan:
@@ -65,11 +66,15 @@ def plan(cfg: DictConfig, results_dir: Path, corpus: Corpus, location: str, prec
     if quality.reference is not None:
         reference = reference_precision(quality.reference)
         reference_fields = reference.describe()
-        key = cache.cache_key({**common, "reference": reference_fields, "top_k": quality.top_k})
+        key = cache.cache_key(
+            {**common, "reference": reference_fields, "top_k": quality.top_k, "tail_samples": quality.tail_samples}
+        )
         store, same = ReferenceStore.under(results_dir, key), reference_fields == precision
     # every field of the precision: any of them can change the scores
     key = cache.cache_key({**common, "precision": precision, "reference": store and store.key})
-    return ScoringPlan(scored, ppl_cfg.context, stride, key, ppl_cfg.reuse, store, reference, same, quality.top_k)
+    return ScoringPlan(
+        scored, ppl_cfg.context, stride, key, ppl_cfg.reuse, store, reference, same, quality.top_k, quality.tail_samples
+    )
 
 
 def reuse_cached(plan: ScoringPlan, results_dir: Path, record: dict[str, Any]) -> bool:
@@ -88,11 +93,12 @@ def _score(
 ) -> tuple[dict[str, Any], Reference | None]:
     """One pass: perplexity, and the distribution metrics against ``reference`` (or the one built on the way)."""
     nlls, comparisons, built, offset = [], [], [], 0
+    generator = torch.Generator().manual_seed(0)  # the tail samples: the same reference from the same model
     for log_probs, targets in window_log_probs(model, plan.scored, plan.context, plan.stride):
         nlls.append(target_nlls(log_probs, targets))
         rows = None
         if build:
-            rows = Reference.from_log_probs(log_probs, targets, plan.top_k)
+            rows = Reference.from_log_probs(log_probs, targets, plan.top_k, plan.tail_samples, generator)
             built.append(rows)
         elif reference is not None:
             rows = reference.rows(offset, offset + targets.numel())
@@ -113,6 +119,7 @@ def _build_reference(plan: ScoringPlan, model: nn.Module, run_id: str) -> dict[s
         "computed_by": run_id,
         "precision": plan.reference.describe(),
         "top_k": plan.top_k,
+        "tail_samples": reference.tail_samples,
         "tokens": reference.tokens,
         "bytes": reference.nbytes,
         "seconds": time.perf_counter() - started,
@@ -129,6 +136,7 @@ def _reference_fields(plan: ScoringPlan, meta: dict[str, Any], computed_here: bo
         "reference_computed": computed_here,
         "reference_bytes": meta["bytes"],
         "kld_top_k": meta["top_k"],
+        "kld_tail_samples": meta["tail_samples"],
     }
 
 

@@ -57,8 +57,8 @@ class EvalbenchSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         returns = super().sweep(arguments)
         statuses = [r.return_value for batch in returns for r in batch]
-        failed = len(self.invalid) + sum(status == "failed" for status in statuses)
         partial = sum(status == "quality failed" for status in statuses)
+        failed = len(self.invalid) + sum(status not in ("ok", "quality failed") for status in statuses)
         total = len(self.invalid) + len(statuses)
         results_dir = Path(to_absolute_path(self.config.results_dir)) / "records"
         quality = f", {partial} with a failed quality metric" if partial else ""
