@@ -28,12 +28,13 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*quantize_per_channel.*")
 
 
+def _head(record: dict[str, Any]) -> str:
+    return f"{record['model']} {record['precision']} threads={record['threads']} batch_size={record['batch_size']}"
+
+
 def summary(record: dict[str, Any]) -> str:
     """One line per configuration, printed as it finishes."""
-    head = (
-        f"[{record['status']}] {record['model']} {record['precision']} threads={record['threads']} "
-        f"batch_size={record['batch_size']}"
-    )
+    head = f"[{record['status']}] {_head(record)}"
     if record["status"] != "ok":
         return f"{head}: {record['error']} -> {record['record_file']}"
     for error in record.get("quality_errors", []):
@@ -54,6 +55,9 @@ def _app(cfg: DictConfig) -> str:
 
     _quiet_libraries()
     record = run_configuration(cfg)
+    if record.get("skipped"):
+        print(f"[skipped] {_head(record)}: already recorded in {record['record_file']} (force=true re-runs)")
+        return "skipped"
     print(summary(record), flush=True)
     errors = [record["error"]] if record["status"] != "ok" else record.get("quality_errors", [])
     if errors and HydraConfig.get().mode == RunMode.RUN:

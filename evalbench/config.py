@@ -77,7 +77,10 @@ class SpeedConfig:
     prompt_tokens: int = 128
     new_tokens: int = 64
     warmup: int = 1
-    repeats: int = 3
+    repeats: int = 3  # timed generations at least
+    min_time_s: float = 0.0  # ... and at least this many timed seconds
+    max_cv: float = 0.05  # a figure varying more (coefficient of variation) is warned about ...
+    max_time_s: float = 0.0  # ... and re-timed until under max_cv or this many timed seconds (0: never)
 
 
 @dataclass
@@ -94,6 +97,7 @@ class EvalbenchConfig:
     batch_size: int = 1
     results_dir: str = "results"
     cache_dir: str = "~/.cache/evalbench"
+    force: bool = False  # measure even when this configuration is already recorded on this machine
 
 
 def register_configs() -> None:
@@ -144,3 +148,6 @@ def validate(cfg: Any) -> None:
     _check(speed.new_tokens >= 2, f"speed.new_tokens={speed.new_tokens} is invalid; valid: an integer >= 2")
     _check(speed.warmup >= 0, f"speed.warmup={speed.warmup} is invalid; valid: an integer >= 0")
     _check(speed.repeats >= 1, f"speed.repeats={speed.repeats} is invalid; valid: an integer >= 1")
+    for key in ("min_time_s", "max_cv", "max_time_s"):
+        value = speed[key]
+        _check(value >= 0, f"speed.{key}={value} is invalid; valid: a number >= 0")

@@ -58,7 +58,7 @@ def read_records(results_dir: str | Path) -> list[dict[str, Any]]:
     if not folder.is_dir():
         raise FileNotFoundError(f"results_dir={str(results_dir)!r} does not exist")
     records = []
-    for path in sorted((folder / RECORDS_SUBDIR).glob("*.json")):
+    for path in sorted((folder / RECORDS_SUBDIR).glob("[!.]*.json")):  # not the temporary files of a write
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(record, dict):
@@ -69,6 +69,23 @@ def read_records(results_dir: str | Path) -> list[dict[str, Any]]:
         record["record_file"] = str(path)
         records.append(record)
     return records
+
+
+def find_recorded(results_dir: str | Path, config_key: str, machine_id: str) -> dict[str, Any] | None:
+    """A successful record of the same resolved configuration on the same machine, if there is one."""
+    if not Path(results_dir).is_dir():
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # load_results reports unreadable files; a lookup need not repeat it
+        records = read_records(results_dir)
+    for record in records:
+        if (
+            record.get("status") == "ok"
+            and record.get("config_key") == config_key
+            and record.get("env", {}).get("machine_id") == machine_id
+        ):
+            return record
+    return None
 
 
 def load_results(results_dir: str | Path = "results"):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import importlib
+import json
 import logging
 import re
 import time
@@ -27,7 +29,7 @@ from evalbench.model.loader import load_model
 from evalbench.precision.base import Precision
 from evalbench.quality import scoring
 from evalbench.quality.tasks import resolve_tasks, run_tasks
-from evalbench.results import write_record
+from evalbench.results import find_recorded, write_record
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +127,40 @@ def _measure(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None
     if cfg.speed.enabled:
         prompts = prompt_batch(corpus.ids, cfg.batch_size, cfg.speed.prompt_tokens)
         record.update(prompt_tokens=cfg.speed.prompt_tokens, new_tokens=cfg.speed.new_tokens)
-        record.update(measure_speed(model, prompts, cfg.speed.new_tokens, cfg.speed.warmup, cfg.speed.repeats))
+        speed = cfg.speed
+        record.update(
+            measure_speed(
+                model, prompts, speed.new_tokens, speed.warmup, speed.repeats,
+                speed.min_time_s, speed.max_cv, speed.max_time_s,
+            )
+        )  # fmt: skip
+        for warning in record["speed_warnings"]:
+            log.warning("%s", warning)
     record["peak_rss_bytes"] = peak_rss_bytes()
     run_tasks(tasks, model, tokenizer, cfg.quality, record, results_dir, source.location, description)
 
 
+def config_key(cfg: DictConfig) -> str:
+    """A hash of the resolved configuration, less where results and caches go and whether to force."""
+    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    for key in ("results_dir", "cache_dir", "force"):
+        resolved.pop(key, None)
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
 def run_configuration(cfg: DictConfig) -> dict[str, Any]:
-    """Measure ``cfg`` and write its record (status ``ok`` or ``failed``); never raises on bad input."""
-    record = new_record(cfg)
+    """Measure ``cfg`` and write its record (status ``ok`` or ``failed``); never raises on bad input.
+
+    A configuration already recorded successfully in ``results_dir`` on this machine is not
+    measured again (unless ``force=true``): its record comes back with ``skipped=True``.
+    """
     results_dir = Path(to_absolute_path(cfg.results_dir))
+    key = config_key(cfg)
+    done = None if cfg.force else find_recorded(results_dir, key, fingerprint()["machine_id"])
+    if done is not None:
+        return {**done, "skipped": True}
+    record = new_record(cfg)
+    record["config_key"] = key
     started = time.perf_counter()
     try:
         _measure(cfg, record, results_dir)

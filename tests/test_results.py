@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import warnings
 
 import pytest
 
@@ -49,6 +50,14 @@ def test_corrupt_record_is_reported_and_skipped(tmp_path):
     with pytest.warns(UserWarning, match="truncated.json"):
         frame = load_results(tmp_path)
     assert frame["run_id"].tolist() == ["good"]
+
+
+def test_an_interrupted_write_is_not_a_record(tmp_path):
+    write_record(tmp_path, _record("good"))
+    (tmp_path / "records" / ".tmp-abc123.json").write_text('{"run_id": "half')  # a write killed before its rename
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_results(tmp_path)["run_id"].tolist() == ["good"]
 
 
 def test_empty_and_missing_folders(tmp_path):

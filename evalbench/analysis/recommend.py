@@ -29,10 +29,9 @@ from evalbench.analysis.objectives import (
 )
 from evalbench.analysis.pareto import pareto_front
 from evalbench.errors import EvalbenchError
+from evalbench.stats import t95
 
 PASS, BORDERLINE, FAIL = "pass", "borderline", "fail"
-# Two-sided 95% Student t quantiles by degrees of freedom (repeats - 1).
-_T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
 NEXT_LEVERS = (
     "prune the model (structured pruning, then re-measure)",
     "distil into a smaller model",
@@ -89,11 +88,14 @@ class Constraint:
 
     def interval(self, row: pd.Series) -> tuple[float, float]:
         value = float(row[self.column])
+        low, high = row.get(f"{self.column}_ci_low"), row.get(f"{self.column}_ci_high")
+        if low is not None and high is not None and not (pd.isna(low) or pd.isna(high)):
+            return float(low), float(high)  # recorded with the figure
         std = row.get(f"{self.column}_std")
         repeats = row.get("speed_repeats")
         if std is None or pd.isna(std) or not repeats or pd.isna(repeats) or repeats < 2:
             return value, value
-        half = _T95.get(int(repeats) - 1, 1.96) * float(std) / math.sqrt(float(repeats))
+        half = t95(int(repeats) - 1) * float(std) / math.sqrt(float(repeats))
         return value - half, value + half
 
     def meets(self, value: float) -> bool:

@@ -8,14 +8,17 @@ between later stamps are the decode steps.
 
 from __future__ import annotations
 
-import statistics
+import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from transformers import StoppingCriteria, StoppingCriteriaList
+
+from evalbench.stats import sample_stats
 
 
 class _TokenClock(StoppingCriteria):
@@ -63,30 +66,64 @@ def time_generation(model: nn.Module, prompts: torch.Tensor, new_tokens: int) ->
     return GenerationTiming(clock.stamps[0] - start, clock.stamps[-1] - clock.stamps[0], steps)
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+FIGURES = ("prefill_tokens_per_s", "decode_tokens_per_s", "ttft_s")
+
+
+def _figures(runs: list[GenerationTiming], batch: int, prompt_len: int, new_tokens: int) -> dict[str, list[float]]:
+    return {
+        "prefill_tokens_per_s": [batch * prompt_len / r.ttft_s for r in runs],
+        "decode_tokens_per_s": [batch * (new_tokens - 1) / r.decode_s for r in runs],
+        "ttft_s": [r.ttft_s for r in runs],
+    }
+
+
+def _worst_cv(runs: list[GenerationTiming], prompts: torch.Tensor, new_tokens: int) -> float:
+    cvs = [sample_stats(v).cv for v in _figures(runs, *prompts.shape, new_tokens).values()]
+    return max((cv for cv in cvs if not math.isnan(cv)), default=math.inf)
 
 
 def measure_speed(
-    model: nn.Module, prompts: torch.Tensor, new_tokens: int, warmup: int, repeats: int
-) -> dict[str, float | int]:
-    """Run ``warmup`` untimed and ``repeats`` timed generations; return the speed record fields."""
+    model: nn.Module,
+    prompts: torch.Tensor,
+    new_tokens: int,
+    warmup: int,
+    repeats: int,
+    min_time_s: float = 0.0,
+    max_cv: float = 0.05,
+    max_time_s: float = 0.0,
+) -> dict[str, Any]:
+    """Time generations and return the speed record fields, each figure with its mean, spread and 95% CI.
+
+    After ``warmup`` untimed generations: at least ``repeats`` timed ones, and more until they
+    add up to ``min_time_s`` seconds; then more while a figure's coefficient of variation is
+    above ``max_cv``, until the timed generations add up to ``max_time_s`` (0: no such repeats).
+    A figure still above ``max_cv`` at the end is named in ``speed_warnings``.
+    """
     if new_tokens < 2:
         raise ValueError(f"speed.new_tokens={new_tokens} must be >= 2 to time decoding")
     for _ in range(warmup):
         time_generation(model, prompts, new_tokens)
-    runs = [time_generation(model, prompts, new_tokens) for _ in range(repeats)]
-    batch, prompt_len = prompts.shape
-    prefill = [batch * prompt_len / r.ttft_s for r in runs]
-    decode = [batch * (new_tokens - 1) / r.decode_s for r in runs]
-    ttft = [r.ttft_s for r in runs]
+    runs: list[GenerationTiming] = []
+    timed = 0.0
+    while (
+        len(runs) < repeats
+        or timed < min_time_s
+        or (timed < max_time_s and _worst_cv(runs, prompts, new_tokens) > max_cv)
+    ):
+        started = time.perf_counter()
+        runs.append(time_generation(model, prompts, new_tokens))
+        timed += time.perf_counter() - started
+    fields: dict[str, Any] = {}
+    warnings = []
+    for name, values in _figures(runs, *prompts.shape, new_tokens).items():
+        stats = sample_stats(values)
+        fields.update(stats.fields(name))
+        if stats.cv > max_cv:
+            warnings.append(f"{name} varies by {stats.cv:.1%} (CV) over {stats.n} repeats, above speed.max_cv={max_cv}")
     steps = [s for r in runs for s in r.step_latencies_s]
-    fields: dict[str, float | int] = {}
-    for name, values in (("prefill_tokens_per_s", prefill), ("decode_tokens_per_s", decode), ("ttft_s", ttft)):
-        fields[name], fields[f"{name}_std"] = _mean_std(values)
     fields["token_latency_p50_s"] = float(np.percentile(steps, 50))
     fields["token_latency_p90_s"] = float(np.percentile(steps, 90))
-    fields["speed_warmup"], fields["speed_repeats"] = warmup, repeats
+    fields.update(speed_warmup=warmup, speed_repeats=len(runs), speed_timed_s=timed, speed_warnings=warnings)
     return fields
 
 

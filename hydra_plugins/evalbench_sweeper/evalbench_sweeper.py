@@ -58,12 +58,14 @@ class EvalbenchSweeper(BasicSweeper):
         returns = super().sweep(arguments)
         statuses = [r.return_value for batch in returns for r in batch]
         partial = sum(status == "quality failed" for status in statuses)
-        failed = len(self.invalid) + sum(status not in ("ok", "quality failed") for status in statuses)
+        skipped = sum(status == "skipped" for status in statuses)
+        failed = len(self.invalid) + sum(status not in ("ok", "skipped", "quality failed") for status in statuses)
         total = len(self.invalid) + len(statuses)
         results_dir = Path(to_absolute_path(self.config.results_dir)) / "records"
         quality = f", {partial} with a failed quality metric" if partial else ""
+        resumed = f" ({skipped} already recorded, skipped)" if skipped else ""
         print(
-            f"evalbench: {total} configurations, {total - failed - partial} ok, {failed} failed{quality}; "
+            f"evalbench: {total} configurations, {total - failed - partial} ok{resumed}, {failed} failed{quality}; "
             f"records in {results_dir}"
         )
         if failed or partial:
