@@ -81,6 +81,8 @@ class SpeedConfig:
     min_time_s: float = 0.0  # ... and at least this many timed seconds
     max_cv: float = 0.05  # a figure varying more (coefficient of variation) is warned about ...
     max_time_s: float = 0.0  # ... and re-timed until under max_cv or this many timed seconds (0: never)
+    roofline: bool = True  # record the decode roofline from the machine's measured read bandwidth
+    remeasure_bandwidth: bool = False  # measure the bandwidth again instead of using the cached figure
 
 
 @dataclass

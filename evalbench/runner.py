@@ -22,6 +22,7 @@ from evalbench.config import validate
 from evalbench.dataset.text import load_text
 from evalbench.environment import fingerprint
 from evalbench.errors import EvalbenchError, one_line
+from evalbench.metrics.bandwidth import read_bandwidth, roofline
 from evalbench.metrics.memory import peak_rss_bytes, release_freed_memory, reset_peak_rss, weight_bytes
 from evalbench.metrics.perplexity import tokenize
 from evalbench.metrics.speed import measure_speed, prompt_batch
@@ -137,6 +138,8 @@ def _measure(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None
         for warning in record["speed_warnings"]:
             log.warning("%s", warning)
     record["peak_rss_bytes"] = peak_rss_bytes()
+    if cfg.speed.enabled and cfg.speed.roofline:
+        _record_roofline(cfg, record, model)  # after the peak: the bandwidth probe allocates 1 GiB
     run_tasks(tasks, model, tokenizer, cfg.quality, record, results_dir, source.location, description)
 
 
@@ -146,6 +149,15 @@ def config_key(cfg: DictConfig) -> str:
     for key in ("results_dir", "cache_dir", "force"):
         resolved.pop(key, None)
     return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _record_roofline(cfg: DictConfig, record: dict[str, Any], model: torch.nn.Module) -> None:
+    cache_dir = to_absolute_path(str(Path(cfg.cache_dir).expanduser()))
+    bandwidth = read_bandwidth(cache_dir, fingerprint()["machine_id"], cfg.threads, cfg.speed.remeasure_bandwidth)
+    record.update(memory_bandwidth_bytes_per_s=bandwidth["bytes_per_s"], bandwidth_file=bandwidth["file"])
+    speed = cfg.speed
+    record.update(roofline(model, cfg.batch_size, speed.prompt_tokens, speed.new_tokens, bandwidth["bytes_per_s"]))
+    record["roofline_fraction"] = record["decode_tokens_per_s"] / record["roofline_tokens_per_s"]
 
 
 def run_configuration(cfg: DictConfig) -> dict[str, Any]:

@@ -90,21 +90,28 @@ def speed_vs_threads(runs: pd.DataFrame) -> go.Figure:
 
 
 def throughput_vs_batch(runs: pd.DataFrame) -> go.Figure:
-    """Decode throughput against batch size, one line per precision and thread count."""
+    """Decode throughput against batch size, one line per precision and thread count; the roofline dashed."""
     table = runs.assign(
         group=_group_label(runs), series=runs["precision"] + ", " + runs["threads"].astype(str) + " thr"
     )
+    measures = ["decode_tokens_per_s"]
+    if "roofline_tokens_per_s" in table and table["roofline_tokens_per_s"].notna().any():
+        measures.append("roofline_tokens_per_s")
+    long = table.melt(
+        id_vars=["series", "group", "batch_size"], value_vars=measures, var_name="measure", value_name="tokens_per_s"
+    )
     fig = px.line(
-        table.sort_values("batch_size"),
+        long.sort_values("batch_size"),
         x="batch_size",
-        y="decode_tokens_per_s",
+        y="tokens_per_s",
         color="series",
+        line_dash="measure",
         facet_col="group",
         markers=True,
-        labels={"decode_tokens_per_s": "decode tokens/s"},
+        labels={"tokens_per_s": "decode tokens/s", "measure": ""},
     )
     fig.update_xaxes(tickvals=sorted(runs["batch_size"].unique()))
-    return fig.update_layout(title="Throughput vs batch size")
+    return fig.update_layout(title="Decode throughput vs batch size (dashed: memory-bandwidth roofline)")
 
 
 def memory_by_precision(runs: pd.DataFrame) -> go.Figure:
