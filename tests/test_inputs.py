@@ -76,6 +76,8 @@ def test_offline_without_local_data(monkeypatch):
         ("perplexity.max_tokens", 1, "perplexity.max_tokens=1 is invalid; valid: 0 or null"),
         ("perplexity.stride", 2048, r"perplexity.stride=2048 is invalid; valid: null or 1..perplexity.context"),
         ("speed.new_tokens", 1, "speed.new_tokens=1 is invalid; valid: an integer >= 2"),
+        ("speed.max_cv", -0.1, "speed.max_cv=-0.1 is invalid; valid: a number >= 0"),
+        ("speed.max_time_s", -1.0, "speed.max_time_s=-1.0 is invalid; valid: a number >= 0"),
         ("quality.reference", "fp16", r"quality.reference=fp16 is invalid; valid: null or one of \['bf16', 'fp32'"),
         ("quality.top_k", 0, "quality.top_k=0 is invalid; valid: an integer >= 1"),
         ("quality.tail_samples", -1, "quality.tail_samples=-1 is invalid; valid: an integer >= 0"),
