@@ -100,6 +100,7 @@ class EvalbenchConfig:
     results_dir: str = "results"
     cache_dir: str = "~/.cache/evalbench"
     force: bool = False  # measure even when this configuration is already recorded on this machine
+    isolation: str = "none"  # "process": each configuration in a fresh process; "none": in this one
 
 
 def register_configs() -> None:
@@ -117,6 +118,10 @@ def validate(cfg: Any) -> None:
     cores = os.cpu_count() or 1
     _check(
         cfg.threads >= 1, f"threads={cfg.threads} is invalid; valid: an integer >= 1 (this machine has {cores} cores)"
+    )
+    _check(
+        cfg.isolation in ("none", "process"),
+        f"isolation={cfg.isolation} is invalid; valid: none (in-process, model reused) or process",
     )
     _check(cfg.batch_size >= 1, f"batch_size={cfg.batch_size} is invalid; valid: an integer >= 1")
     ppl, speed = cfg.perplexity, cfg.speed

@@ -22,10 +22,12 @@ from evalbench.config import validate
 from evalbench.dataset.text import load_text
 from evalbench.environment import fingerprint
 from evalbench.errors import EvalbenchError, one_line
+from evalbench.isolation import measure_in_child
 from evalbench.metrics.bandwidth import read_bandwidth, roofline
 from evalbench.metrics.memory import peak_rss_bytes, release_freed_memory, reset_peak_rss, weight_bytes
 from evalbench.metrics.perplexity import tokenize
 from evalbench.metrics.speed import measure_speed, prompt_batch
+from evalbench.model import reuse
 from evalbench.model.loader import load_model
 from evalbench.precision.base import Precision
 from evalbench.quality import scoring
@@ -98,10 +100,18 @@ def _measure(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None
     text = load_text(cfg.dataset)
     record["dataset_source"] = text.source
 
-    started = time.perf_counter()
-    model, tokenizer, source = load_model(cfg.model, to_absolute_path(str(Path(cfg.cache_dir).expanduser())))
-    record.update(model_location=source.location, gguf_file=source.gguf_file, load_time_s=time.perf_counter() - started)
-    record["parameters"] = sum(p.numel() for p in model.parameters())
+    cache_dir = to_absolute_path(str(Path(cfg.cache_dir).expanduser()))
+    key = reuse.reuse_key(OmegaConf.to_container(cfg.model, resolve=True), description, cache_dir)
+    kept = reuse.take(key) if cfg.isolation == "none" else None
+    release_freed_memory()  # an earlier configuration's model, dropped by take()
+    if kept is None:
+        started = time.perf_counter()
+        model, tokenizer, source = load_model(cfg.model, cache_dir)
+        loaded = {"load_time_s": time.perf_counter() - started}
+        loaded["parameters"] = sum(p.numel() for p in model.parameters())
+    else:
+        model, tokenizer, source, loaded = kept.model, kept.tokenizer, kept.source, kept.fields
+    record.update(loaded, model_location=source.location, gguf_file=source.gguf_file, model_reused=kept is not None)
     corpus = tokenize(text.text, tokenizer)
     plan, computed_reference = None, False
     if cfg.perplexity.enabled:
@@ -110,13 +120,18 @@ def _measure(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None
         record["ppl_stride"] = plan.stride
         if scoring.reuse_cached(plan, results_dir, record):
             plan = None
-        else:
-            computed_reference = scoring.prepare_reference(plan, model, record["run_id"])  # needs the FP32 model
+        else:  # the reference comes from the FP32 model: a kept, converted one cannot give it
+            fp32 = model if kept is None else (lambda: load_model(cfg.model, cache_dir)[0])
+            computed_reference = scoring.prepare_reference(plan, fp32, record["run_id"])
 
-    started = time.perf_counter()
-    model = precision.apply(model)
-    record["convert_time_s"] = time.perf_counter() - started
-    release_freed_memory()  # the FP32 originals of converted weights, and earlier runs' models
+    if kept is None:
+        started = time.perf_counter()
+        model = precision.apply(model)
+        loaded["convert_time_s"] = time.perf_counter() - started
+        if cfg.isolation == "none":
+            reuse.keep(reuse.ConvertedModel(key, model, tokenizer, source, loaded))
+    record["convert_time_s"] = loaded["convert_time_s"]
+    release_freed_memory()  # the FP32 originals of converted weights
     reset_peak_rss()  # peak_rss_bytes covers inference on the converted model, not loading
     record["weight_bytes"] = weight_bytes(model)
 
@@ -160,20 +175,8 @@ def _record_roofline(cfg: DictConfig, record: dict[str, Any], model: torch.nn.Mo
     record["roofline_fraction"] = record["decode_tokens_per_s"] / record["roofline_tokens_per_s"]
 
 
-def run_configuration(cfg: DictConfig) -> dict[str, Any]:
-    """Measure ``cfg`` and write its record (status ``ok`` or ``failed``); never raises on bad input.
-
-    A configuration already recorded successfully in ``results_dir`` on this machine is not
-    measured again (unless ``force=true``): its record comes back with ``skipped=True``.
-    """
-    results_dir = Path(to_absolute_path(cfg.results_dir))
-    key = config_key(cfg)
-    done = None if cfg.force else find_recorded(results_dir, key, fingerprint()["machine_id"])
-    if done is not None:
-        return {**done, "skipped": True}
-    record = new_record(cfg)
-    record["config_key"] = key
-    started = time.perf_counter()
+def _measure_guarded(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None:
+    """:func:`_measure`, turning any failure into ``status=failed`` with a one-line error."""
     try:
         _measure(cfg, record, results_dir)
         record["status"] = "ok"
@@ -182,6 +185,27 @@ def run_configuration(cfg: DictConfig) -> dict[str, Any]:
     except Exception as exc:
         log.exception("configuration failed")
         record.update(status="failed", error=f"{type(exc).__name__}: {one_line(exc)}", error_type=type(exc).__name__)
+
+
+def run_configuration(cfg: DictConfig) -> dict[str, Any]:
+    """Measure ``cfg`` and write its record (status ``ok`` or ``failed``); never raises on bad input.
+
+    A configuration already recorded successfully in ``results_dir`` on this machine is not
+    measured again (unless ``force=true``): its record comes back with ``skipped=True``.
+    With ``isolation=process`` it is measured in a fresh process of its own.
+    """
+    results_dir = Path(to_absolute_path(cfg.results_dir))
+    key = config_key(cfg)
+    done = None if cfg.force else find_recorded(results_dir, key, fingerprint()["machine_id"])
+    if done is not None:
+        return {**done, "skipped": True}
+    record = new_record(cfg)
+    record.update(config_key=key, isolation=cfg.isolation)
+    started = time.perf_counter()
+    if cfg.isolation == "process":
+        measure_in_child(_measure_guarded, cfg, record, results_dir)
+    else:
+        _measure_guarded(cfg, record, results_dir)
     record.update(finished_at=_now(), duration_s=time.perf_counter() - started)
     record["config"] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     record["env"] = fingerprint()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,9 +141,10 @@ def _reference_fields(plan: ScoringPlan, meta: dict[str, Any], computed_here: bo
     }
 
 
-def prepare_reference(plan: ScoringPlan, fp32_model: nn.Module, run_id: str) -> bool:
+def prepare_reference(plan: ScoringPlan, fp32_model: nn.Module | Callable[[], nn.Module], run_id: str) -> bool:
     """Before conversion: store the reference from the FP32 model if it is missing and this run cannot build it.
 
+    ``fp32_model`` may be a function that loads it, called only when the reference is missing.
     Returns whether this run computed it.
     """
     if plan.store is None or plan.same_as_reference:
@@ -150,7 +152,7 @@ def prepare_reference(plan: ScoringPlan, fp32_model: nn.Module, run_id: str) -> 
     with plan.store.lock():
         if plan.store.exists():
             return False
-        model = fp32_model
+        model = fp32_model if isinstance(fp32_model, nn.Module) else fp32_model()
         if plan.reference.describe()["precision"] != "fp32":
             model = plan.reference.apply(copy.deepcopy(fp32_model))
         _build_reference(plan, model, run_id)
