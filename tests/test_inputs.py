@@ -73,6 +73,7 @@ def test_offline_without_local_data(monkeypatch):
     [
         ("threads", 0, "threads=0 is invalid; valid: an integer >= 1"),
         ("batch_size", -1, "batch_size=-1 is invalid; valid: an integer >= 1"),
+        ("isolation", "threads", r"isolation=threads is invalid; valid: none \(in-process, model reused\) or process"),
         ("perplexity.max_tokens", 1, "perplexity.max_tokens=1 is invalid; valid: 0 or null"),
         ("perplexity.stride", 2048, r"perplexity.stride=2048 is invalid; valid: null or 1..perplexity.context"),
         ("speed.new_tokens", 1, "speed.new_tokens=1 is invalid; valid: an integer >= 2"),

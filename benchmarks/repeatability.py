@@ -1,0 +1,69 @@
+"""Do two runs of the same sweep on the same machine agree? Decode speed per configuration and the recommendation.
+
+Run the sample sweep twice into two folders, then compare them:
+
+    evalbench sweep=sample results_dir=results/rep-a
+    evalbench sweep=sample results_dir=results/rep-b
+    .venv/bin/python benchmarks/repeatability.py results/rep-a results/rep-b --min-decode-tokens-per-s 25
+
+For each configuration it prints both decode tokens/s with their 95% intervals, whether each
+run's mean lies inside the other's interval and whether the intervals overlap; then the
+recommendation made from each run. ``--check`` exits 1 when the recommendations differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+
+import evalbench
+
+KEYS = ["model", "precision", "threads", "batch_size"]
+FIGURE = "decode_tokens_per_s"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("first")
+    parser.add_argument("second")
+    parser.add_argument("--max-quality-loss", type=float, default=0.05)
+    parser.add_argument("--min-decode-tokens-per-s", type=float, default=25.0)
+    parser.add_argument("--check", action="store_true", help="exit 1 when the recommendations differ")
+    args = parser.parse_args()
+
+    runs = [evalbench.load_results(folder) for folder in (args.first, args.second)]
+    columns = [*KEYS, FIGURE, f"{FIGURE}_ci_low", f"{FIGURE}_ci_high", f"{FIGURE}_cv"]
+    a, b = (r[r.status == "ok"][columns] for r in runs)
+    both = a.merge(b, on=KEYS, suffixes=("_a", "_b"))
+    inside_a = both[f"{FIGURE}_b"].between(both[f"{FIGURE}_ci_low_a"], both[f"{FIGURE}_ci_high_a"])
+    inside_b = both[f"{FIGURE}_a"].between(both[f"{FIGURE}_ci_low_b"], both[f"{FIGURE}_ci_high_b"])
+    overlap = (both[f"{FIGURE}_ci_low_a"] <= both[f"{FIGURE}_ci_high_b"]) & (
+        both[f"{FIGURE}_ci_low_b"] <= both[f"{FIGURE}_ci_high_a"]
+    )
+    both = both.assign(
+        ratio=both[f"{FIGURE}_b"] / both[f"{FIGURE}_a"], b_in_a_ci=inside_a, a_in_b_ci=inside_b, overlap=overlap
+    )
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(both.sort_values(KEYS).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(
+        f"\n{len(both)} configurations: second mean inside the first's 95% CI for {int(inside_a.sum())}, "
+        f"first inside the second's for {int(inside_b.sum())}, intervals overlap for {int(overlap.sum())}; "
+        f"median ratio {both.ratio.median():.3f} (min {both.ratio.min():.3f}, max {both.ratio.max():.3f})"
+    )
+    choices = []
+    for label, table in zip(("first", "second"), runs, strict=True):
+        rec = evalbench.recommend(
+            table, max_quality_loss=args.max_quality_loss, min_decode_tokens_per_s=args.min_decode_tokens_per_s
+        )
+        chosen = None if rec.config is None else tuple(rec.config[k] for k in KEYS)
+        choices.append(chosen)
+        print(f"\n{label} run: {str(rec).splitlines()[-1]}")
+    same = choices[0] == choices[1]
+    print(f"\nsame recommendation: {same}")
+    return 1 if args.check and not same else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
