@@ -100,7 +100,7 @@ class EvalbenchConfig:
     results_dir: str = "results"
     cache_dir: str = "~/.cache/evalbench"
     force: bool = False  # measure even when this configuration is already recorded on this machine
-    isolation: str = "none"  # "process": each configuration in a fresh process; "none": in this one
+    isolation: str = "process"  # "process": each configuration in a fresh process; "none": in this one
 
 
 def register_configs() -> None:

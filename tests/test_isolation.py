@@ -22,7 +22,7 @@ def test_process_isolation_measures_each_configuration_in_its_own_process(tiny_a
 
 
 def test_in_process_sweeps_reuse_the_converted_model_across_threads_and_batch_sizes(tiny_args, tmp_path):
-    out = evalbench("-m", "precision=int8,int4", "threads=1,2", *tiny_args, cwd=tmp_path)
+    out = evalbench("-m", "precision=int8,int4", "threads=1,2", "isolation=none", *tiny_args, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     frame = load_results(tmp_path / "results").sort_values("started_at")
     for _, runs in frame.groupby("precision"):
