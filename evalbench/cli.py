@@ -13,6 +13,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from evalbench.config import CONFIG_DIR, register_configs
+from evalbench.errors import EvalbenchError
 
 register_configs()
 
@@ -54,7 +55,11 @@ def _app(cfg: DictConfig) -> str:
     from evalbench.runner import run_configuration
 
     _quiet_libraries()
-    record = run_configuration(cfg)
+    try:
+        record = run_configuration(cfg)
+    except EvalbenchError as exc:  # nowhere to write records: stop the sweep, nothing can be kept
+        print(f"evalbench: error: {exc}", file=sys.stderr)
+        sys.exit(1)
     if record.get("skipped"):
         print(f"[skipped] {_head(record)}: already recorded in {record['record_file']} (force=true re-runs)")
         return "skipped"
@@ -89,7 +94,24 @@ def _check_single_run(argv: list[str]) -> None:
             sys.exit(1)
 
 
+def _check_results_dir(argv: list[str]) -> None:
+    """Hydra writes its logs under results_dir before any job runs: a folder that cannot be written
+    must fail as one line, not as Hydra's traceback (each run checks it again)."""
+    from evalbench.composition import override_value
+    from evalbench.results import ensure_writable
+
+    results_dir = str(override_value(argv, "results_dir", "results"))
+    if "$" in results_dir:  # an interpolation: left to the run to resolve and check
+        return
+    try:
+        ensure_writable(results_dir)
+    except EvalbenchError as exc:
+        print(f"evalbench: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
 def main() -> None:
     logging.getLogger("evalbench").setLevel(logging.INFO)
+    _check_results_dir(sys.argv[1:])
     _check_single_run(sys.argv[1:])
     _app()

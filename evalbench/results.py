@@ -34,6 +34,23 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def ensure_writable(results_dir: str | Path) -> Path:
+    """Create ``<results_dir>/records`` and prove a file can be written there, or raise one clear line."""
+    from evalbench.errors import EvalbenchError
+
+    folder = Path(results_dir) / RECORDS_SUBDIR
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise EvalbenchError(
+            f"results_dir={str(results_dir)!r} is not writable ({exc.strerror or exc}); "
+            "valid: a folder you can write to"
+        ) from exc
+    return folder
+
+
 def write_record(results_dir: str | Path, record: dict[str, Any]) -> Path:
     """Write ``record`` as ``<results_dir>/records/<run_id>.json`` atomically and return its path."""
     folder = Path(results_dir) / RECORDS_SUBDIR

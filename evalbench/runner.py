@@ -32,7 +32,7 @@ from evalbench.model.loader import load_model
 from evalbench.precision.base import Precision
 from evalbench.quality import scoring
 from evalbench.quality.tasks import resolve_tasks, run_tasks
-from evalbench.results import find_recorded, write_record
+from evalbench.results import ensure_writable, find_recorded, write_record
 
 log = logging.getLogger(__name__)
 
@@ -188,13 +188,15 @@ def _measure_guarded(cfg: DictConfig, record: dict[str, Any], results_dir: Path)
 
 
 def run_configuration(cfg: DictConfig) -> dict[str, Any]:
-    """Measure ``cfg`` and write its record (status ``ok`` or ``failed``); never raises on bad input.
+    """Measure ``cfg`` and write its record (status ``ok`` or ``failed``); raises only when
+    ``results_dir`` cannot be written (:class:`EvalbenchError`).
 
     A configuration already recorded successfully in ``results_dir`` on this machine is not
     measured again (unless ``force=true``): its record comes back with ``skipped=True``.
     With ``isolation=process`` it is measured in a fresh process of its own.
     """
     results_dir = Path(to_absolute_path(cfg.results_dir))
+    ensure_writable(results_dir)  # raises: with nowhere to write, nothing can be recorded
     key = config_key(cfg)
     done = None if cfg.force else find_recorded(results_dir, key, fingerprint()["machine_id"])
     if done is not None:

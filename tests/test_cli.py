@@ -100,3 +100,16 @@ def test_perplexity_is_not_reused_across_precision_settings(tiny_args, tmp_path)
     frame = load_results(tmp_path / "results")
     assert sorted(frame.reduce_range) == ["activations", "weights"]
     assert frame.perplexity_from_run.isna().all() and frame.perplexity.nunique() == 2
+
+
+def test_unwritable_results_dir_stops_with_one_line(tiny_args, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    args = [a for a in tiny_args if not a.startswith("results_dir=")] + [f"results_dir={blocker / 'results'}"]
+    for mode in ([], ["-m"]):
+        out = evalbench(*mode, *args, cwd=tmp_path)
+        assert out.returncode == 1
+        assert out.stderr.strip().splitlines()[-1] == (
+            f"evalbench: error: results_dir='{blocker / 'results'}' is not writable (Not a directory); "
+            "valid: a folder you can write to"
+        )
