@@ -33,6 +33,17 @@ def test_reference_is_computed_once_across_a_multirun(tiny_args, tmp_path):
     assert frame.loc[("int4", 1), "ppl_ratio"] == pytest.approx(expected, rel=1e-6)
 
 
+def test_another_reference_precision_is_built_from_a_copy_of_the_fp32_model(tiny_args, tmp_path):
+    out = evalbench("-m", "precision=int8,bf16", "quality.reference=bf16", "isolation=none", *tiny_args, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    frame = load_results(tmp_path / "results").set_index("precision")
+    assert (frame.reference_precision == "bf16").all() and frame.reference_computed.sum() == 1
+    assert frame.loc["int8", "reference_computed"]  # built by the int8 run, before converting to int8
+    assert frame.loc["int8", "weight_bytes"] < frame.loc["bf16", "weight_bytes"]  # int8 still converted its own
+    assert frame.loc["bf16", "kld_mean"] == 0 and frame.loc["bf16", "same_top_rate"] == 100
+    assert frame.loc["int8", "kld_mean"] > 0
+
+
 def test_no_reference_means_no_distribution_metrics(tiny_args, tmp_path):
     out = evalbench("precision=int8", "quality.reference=null", *tiny_args, cwd=tmp_path)
     assert out.returncode == 0, out.stderr

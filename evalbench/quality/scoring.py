@@ -152,9 +152,10 @@ def prepare_reference(plan: ScoringPlan, fp32_model: nn.Module | Callable[[], nn
     with plan.store.lock():
         if plan.store.exists():
             return False
-        model = fp32_model if isinstance(fp32_model, nn.Module) else fp32_model()
-        if plan.reference.describe()["precision"] != "fp32":
-            model = plan.reference.apply(copy.deepcopy(fp32_model))
+        fresh = not isinstance(fp32_model, nn.Module)
+        model = fp32_model() if fresh else fp32_model
+        if plan.reference.describe()["precision"] != "fp32":  # converted on a copy: the run converts its own
+            model = plan.reference.apply(model if fresh else copy.deepcopy(model))
         _build_reference(plan, model, run_id)
         return True
 
