@@ -19,6 +19,7 @@ import os
 import numpy as np
 import torch
 
+from evalbench.backends.torch.backend import model_log_probs
 from evalbench.config import DatasetConfig, ModelConfig
 from evalbench.dataset.text import load_text
 from evalbench.environment import fingerprint
@@ -59,7 +60,7 @@ def main() -> None:
         tokenize(load_text(DatasetConfig(data_dir=os.environ.get("EVALBENCH_DATA_DIR"))).text, tokenizer),
         args.max_tokens,
     )
-    reference_windows = list(window_log_probs(reference_model, scored, args.context, args.context))
+    reference_windows = list(window_log_probs(model_log_probs(reference_model), scored, args.context, args.context))
     env = fingerprint()
     print(f"{env['cpu_model']}, torch {torch.__version__}; {scored.input_ids.numel()} tokens, context {args.context}")
     print(
@@ -69,7 +70,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, precision in PRECISIONS.items():
         model = precision.apply(copy.deepcopy(reference_model))
-        model_windows = [log_probs for log_probs, _ in window_log_probs(model, scored, args.context, args.context)]
+        model_windows = [
+            log_probs for log_probs, _ in window_log_probs(model_log_probs(model), scored, args.context, args.context)
+        ]
         exact = torch.cat([exact_kld(ref, new) for (ref, _), new in zip(reference_windows, model_windows, strict=True)])
         for k in args.top_k:
             for samples in args.tail_samples:

@@ -30,7 +30,8 @@ def _quiet_libraries() -> None:
 
 
 def _head(record: dict[str, Any]) -> str:
-    return f"{record['model']} {record['precision']} threads={record['threads']} batch_size={record['batch_size']}"
+    configuration = f"{record['model']} {record.get('backend', 'torch')} {record['precision']}"
+    return f"{configuration} threads={record['threads']} batch_size={record['batch_size']}"
 
 
 def summary(record: dict[str, Any]) -> str:
@@ -63,6 +64,8 @@ def _app(cfg: DictConfig) -> str:
     if record.get("skipped"):
         print(f"[skipped] {_head(record)}: already recorded in {record['record_file']} (force=true re-runs)")
         return "skipped"
+    if record.get("tasks_retried"):
+        print(f"[tasks retried] {_head(record)}: the failed quality.tasks ran again")
     print(summary(record), flush=True)
     errors = [record["error"]] if record["status"] != "ok" else record.get("quality_errors", [])
     if errors and HydraConfig.get().mode == RunMode.RUN:
@@ -110,8 +113,13 @@ def _check_results_dir(argv: list[str]) -> None:
         sys.exit(1)
 
 
+# Hydra's flags that print something and run nothing: no folder may be created for them.
+_INFO_FLAGS = ("--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help", "--shell-completion", "-sc")
+
+
 def main() -> None:
     logging.getLogger("evalbench").setLevel(logging.INFO)
-    _check_results_dir(sys.argv[1:])
-    _check_single_run(sys.argv[1:])
+    if not any(arg in _INFO_FLAGS for arg in sys.argv[1:]):
+        _check_results_dir(sys.argv[1:])
+        _check_single_run(sys.argv[1:])
     _app()

@@ -31,6 +31,7 @@ def record_composition_failure(overrides: Sequence[str], exc: BaseException, def
     base = OmegaConf.create(
         {
             "model": {"name": model},
+            "backend": {"_target_": override_value(overrides, "backend", defaults.backend._target_)},
             "precision": {"_target_": override_value(overrides, "precision", defaults.precision._target_)},
             "threads": override_value(overrides, "threads", defaults.threads),
             "batch_size": override_value(overrides, "batch_size", defaults.batch_size),

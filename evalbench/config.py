@@ -87,9 +87,10 @@ class SpeedConfig:
 
 @dataclass
 class EvalbenchConfig:
-    """One configuration to measure: a model at a precision, thread count and batch size."""
+    """One configuration to measure: a model on a backend at a precision, thread count and batch size."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    backend: Any = MISSING  # instantiated through its ``_target_`` (``evalbench/backends``)
     precision: Any = MISSING  # instantiated through its ``_target_`` (``evalbench/precision``)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
@@ -101,6 +102,24 @@ class EvalbenchConfig:
     cache_dir: str = "~/.cache/evalbench"
     force: bool = False  # measure even when this configuration is already recorded on this machine
     isolation: str = "process"  # "process": each configuration in a fresh process; "none": in this one
+    timeout_s: float = 7200.0  # isolation=process: a measuring process still running after this is killed
+    oversubscribe: bool = False  # allow threads > this machine's logical cores (timings then share cores)
+
+
+def precision_backends() -> dict[str, str]:
+    """Each precision in ``conf/precision/`` and the backend whose precision it is."""
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    return {
+        path.stem: get_class(OmegaConf.load(path)["_target_"]).backend
+        for path in sorted((CONFIG_DIR / "precision").glob("*.yaml"))
+    }
+
+
+def torch_precisions() -> list[str]:
+    """The precisions the stored quality reference can be computed at (the torch backend's)."""
+    return [name for name, backend in precision_backends().items() if backend == "torch"]
 
 
 def register_configs() -> None:
@@ -120,6 +139,12 @@ def validate(cfg: Any) -> None:
         cfg.threads >= 1, f"threads={cfg.threads} is invalid; valid: an integer >= 1 (this machine has {cores} cores)"
     )
     _check(
+        cfg.threads <= cores or cfg.oversubscribe,
+        f"threads={cfg.threads} is more than this machine's {cores} logical cores, so its timings would share cores; "
+        f"valid: 1..{cores} (oversubscribe=true measures anyway)",
+    )
+    _check(cfg.timeout_s > 0, f"timeout_s={cfg.timeout_s} is invalid; valid: a number of seconds > 0")
+    _check(
         cfg.isolation in ("none", "process"),
         f"isolation={cfg.isolation} is invalid; valid: none (in-process, model reused) or process",
     )
@@ -135,10 +160,10 @@ def validate(cfg: Any) -> None:
         f"perplexity.stride={ppl.stride} is invalid; valid: null or 1..perplexity.context ({ppl.context})",
     )
     quality = cfg.quality
-    precisions = sorted(p.stem for p in (CONFIG_DIR / "precision").glob("*.yaml"))
+    precisions = torch_precisions()
     _check(
         quality.reference is None or quality.reference in precisions,
-        f"quality.reference={quality.reference} is invalid; valid: null or one of {precisions}",
+        f"quality.reference={quality.reference} is invalid; valid: null or one of {precisions} (backend=torch)",
     )
     _check(quality.top_k >= 1, f"quality.top_k={quality.top_k} is invalid; valid: an integer >= 1")
     _check(quality.tail_samples >= 0, f"quality.tail_samples={quality.tail_samples} is invalid; valid: an integer >= 0")

@@ -2,8 +2,8 @@
 
 ``isolation=process`` spawns one process per configuration (the ``spawn`` start method: no
 state inherited from the parent, not even the allocator's). The child measures and sends the
-record back; the parent writes it. A child that dies (killed, out of memory, crashed) still
-becomes a failed record naming how it died, and the sweep goes on.
+record back; the parent writes it. A child that dies (killed, out of memory, crashed), or that is
+still running after ``timeout_s``, becomes a failed record naming how it ended; the sweep goes on.
 """
 
 from __future__ import annotations
@@ -36,8 +36,20 @@ def _death(exitcode: int | None) -> str:
     return f"the measuring process exited with status {exitcode} before sending its record"
 
 
-def measure_in_child(measure: Measure, cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None:
-    """Run ``measure(cfg, record, results_dir)`` in a fresh process and fill ``record`` from it."""
+def _timed_out(timeout_s: float) -> str:
+    return (
+        f"the measuring process was still running after timeout_s={timeout_s:g} seconds and was killed; "
+        "raise timeout_s for a slower configuration"
+    )
+
+
+def measure_in_child(
+    measure: Measure, cfg: DictConfig, record: dict[str, Any], results_dir: Path, timeout_s: float
+) -> None:
+    """Run ``measure(cfg, record, results_dir)`` in a fresh process and fill ``record`` from it.
+
+    A child that sends nothing within ``timeout_s`` seconds is killed and recorded as failed.
+    """
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
@@ -46,7 +58,11 @@ def measure_in_child(measure: Measure, cfg: DictConfig, record: dict[str, Any], 
     child.start()
     sender.close()
     try:
-        record.update(receiver.recv())
+        if receiver.poll(timeout_s):
+            record.update(receiver.recv())
+        else:
+            child.kill()
+            record.update(status="failed", error=_timed_out(timeout_s), error_type="TimedOut")
     except EOFError:  # the child died before sending
         child.join()
         record.update(status="failed", error=_death(child.exitcode), error_type="ProcessDied")

@@ -19,7 +19,7 @@ RECORDS_SUBDIR = "records"
 
 # Columns every results table has, in this order, even when every run failed.
 CORE_COLUMNS = (
-    "model precision threads batch_size perplexity bits_per_byte word_perplexity eval_tokens "
+    "model backend precision threads batch_size perplexity bits_per_byte word_perplexity eval_tokens "
     "prefill_tokens_per_s decode_tokens_per_s ttft_s peak_rss_bytes weight_bytes status error"
 ).split()
 
@@ -34,21 +34,24 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def ensure_writable(results_dir: str | Path) -> Path:
-    """Create ``<results_dir>/records`` and prove a file can be written there, or raise one clear line."""
+def writable_folder(folder: Path, key: str, value: str | Path) -> Path:
+    """Create ``folder`` and prove a file can be written there, or raise one line naming ``key=value``."""
     from evalbench.errors import EvalbenchError
 
-    folder = Path(results_dir) / RECORDS_SUBDIR
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
             pass
     except OSError as exc:
         raise EvalbenchError(
-            f"results_dir={str(results_dir)!r} is not writable ({exc.strerror or exc}); "
-            "valid: a folder you can write to"
+            f"{key}={str(value)!r} is not writable ({exc.strerror or exc}); valid: a folder you can write to"
         ) from exc
     return folder
+
+
+def ensure_writable(results_dir: str | Path) -> Path:
+    """Create ``<results_dir>/records`` and prove a file can be written there, or raise one clear line."""
+    return writable_folder(Path(results_dir) / RECORDS_SUBDIR, "results_dir", results_dir)
 
 
 def write_record(results_dir: str | Path, record: dict[str, Any]) -> Path:

@@ -1,34 +1,42 @@
-"""Measure one configuration end to end and write its record; failures become failed records."""
+"""Measure one configuration end to end and write its record; failures become failed records.
+
+One configuration, top to bottom (:func:`_measure`): check it, read the tokens it needs,
+store the quality reference if missing, load the backend, score, time, roofline, tasks.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import importlib
 import json
 import logging
+import os
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate, to_absolute_path
+from hydra.utils import get_class, instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from evalbench.config import validate
+from evalbench.backends.base import Backend, BackendConfig
+from evalbench.backends.torch.config import TorchConfig
+from evalbench.config import precision_backends, validate
 from evalbench.dataset.text import load_text
 from evalbench.environment import fingerprint
 from evalbench.errors import EvalbenchError, one_line
 from evalbench.isolation import measure_in_child
-from evalbench.metrics.bandwidth import read_bandwidth, roofline
-from evalbench.metrics.memory import peak_rss_bytes, release_freed_memory, reset_peak_rss, weight_bytes
-from evalbench.metrics.perplexity import tokenize
+from evalbench.metrics.bandwidth import read_bandwidth
+from evalbench.metrics.memory import peak_rss_bytes, release_freed_memory, reset_peak_rss
+from evalbench.metrics.perplexity import Corpus, tokenize
 from evalbench.metrics.speed import measure_speed, prompt_batch
 from evalbench.model import reuse
-from evalbench.model.loader import load_model
+from evalbench.model.loader import load_tokenizer
+from evalbench.model.source import ModelSource, resolve_source
 from evalbench.precision.base import Precision
 from evalbench.quality import scoring
 from evalbench.quality.tasks import resolve_tasks, run_tasks
@@ -41,12 +49,13 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _precision_name(cfg: DictConfig) -> str:
-    """The precision's name, read from its class; the raw value when the config is broken."""
-    target = str(OmegaConf.select(cfg, "precision._target_", default="unknown"))
-    module, _, attr = target.rpartition(".")
+def _group_name(cfg: DictConfig, group: str) -> str:
+    """A group's name as the config gives it (``name``), else its class's; the raw value when broken."""
+    node = OmegaConf.select(cfg, group, default=None, throw_on_missing=False)
+    name = OmegaConf.select(node, "name", default=None, throw_on_missing=False) if node is not None else None
+    target = str(OmegaConf.select(cfg, f"{group}._target_", default="unknown", throw_on_missing=False))
     try:
-        return getattr(importlib.import_module(module), attr).name
+        return str(name or get_class(target).name)
     except (ImportError, AttributeError, ValueError):
         return target
 
@@ -54,15 +63,16 @@ def _precision_name(cfg: DictConfig) -> str:
 def new_record(cfg: DictConfig) -> dict[str, Any]:
     """The identifying fields of a run, filled in before anything can fail."""
     model = OmegaConf.select(cfg, "model.name", default=None, throw_on_missing=False) or "unknown"
-    precision = _precision_name(cfg)
+    backend, precision = _group_name(cfg, "backend"), _group_name(cfg, "precision")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{model}-{precision}-t{cfg.threads}-b{cfg.batch_size}")
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{model}-{backend}-{precision}-t{cfg.threads}-b{cfg.batch_size}")
     return {
         "run_id": f"{stamp}-{slug}-{uuid.uuid4().hex[:8]}",
         "status": "running",
         "error": None,
         "error_type": None,
         "model": model,
+        "backend": backend,
         "precision": precision,
         "threads": cfg.threads,
         "batch_size": cfg.batch_size,
@@ -70,109 +80,172 @@ def new_record(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def _instantiate_precision(cfg: DictConfig) -> Precision:
+@dataclass(frozen=True)
+class Configuration:
+    """A configuration's backend settings and precision, instantiated and checked before anything loads."""
+
+    backend: BackendConfig
+    precision: Precision
+
+    def describe(self) -> dict[str, Any]:
+        """Record fields naming it; equal descriptions measure the same model."""
+        return {**self.precision.describe(), "backend": self.backend.name, **self.backend.describe()}
+
+
+def _instantiate(group: str, node: DictConfig) -> Any:
     try:
-        return instantiate(cfg.precision)
+        return instantiate(node)
     except InstantiationException as exc:
         cause = exc.__cause__
         if isinstance(cause, EvalbenchError):
             raise cause from None
-        raise EvalbenchError(f"precision config is invalid: {cause or exc}") from exc
+        raise EvalbenchError(f"{group} config is invalid: {cause or exc}") from exc
 
 
-def _set_threads(threads: int) -> int:
-    torch.set_num_threads(threads)
-    actual = torch.get_num_threads()
-    if actual != threads:
-        raise EvalbenchError(f"threads={threads} could not be set: torch.get_num_threads() reports {actual}")
-    return actual
+def check_configuration(cfg: DictConfig) -> Configuration:
+    """Validate ``cfg`` and instantiate its backend and precision; raise one line on anything invalid."""
+    validate(cfg)
+    backend: BackendConfig = _instantiate("backend", cfg.backend)
+    precision: Precision = _instantiate("precision", cfg.precision)
+    if precision.backend != backend.name:
+        valid = [name for name, owner in precision_backends().items() if owner == backend.name]
+        raise EvalbenchError(
+            f"precision={precision.name} is a {precision.backend} precision, not a {backend.name} one; "
+            f"valid for {backend.name}: {', '.join(valid)}"
+        )
+    precision.check_supported()
+    return Configuration(backend, precision)
+
+
+def _cache_dir(cfg: DictConfig) -> Path:
+    return Path(to_absolute_path(str(Path(cfg.cache_dir).expanduser())))
+
+
+def _needed_tokens(cfg: DictConfig) -> int | None:
+    """How many leading tokens of the text this run uses (None: all of them)."""
+    speed = cfg.batch_size * cfg.speed.prompt_tokens if cfg.speed.enabled else 0
+    if cfg.perplexity.enabled:
+        return max(cfg.perplexity.max_tokens, speed) if cfg.perplexity.max_tokens else None
+    return speed or 1
+
+
+def _read_tokens(cfg: DictConfig, record: dict[str, Any]) -> tuple[Any, ModelSource, Corpus]:
+    """The model's tokenizer and the dataset's leading tokens this run needs, as every backend is fed them."""
+    text = load_text(cfg.dataset)
+    record["dataset_source"] = text.source
+    tokenizer, source = load_tokenizer(cfg.model, _cache_dir(cfg))
+    record.update(model_location=source.location, gguf_file=source.gguf_file)
+    return tokenizer, source, tokenize(text.text, tokenizer, _needed_tokens(cfg))
+
+
+def _plan_scoring(
+    cfg: DictConfig, record: dict[str, Any], results_dir: Path, corpus: Corpus, location: str, config: dict[str, Any]
+) -> scoring.ScoringPlan | None:
+    """What this run scores; None when it scores nothing (disabled, or reused from an earlier run)."""
+    if not cfg.perplexity.enabled:
+        return None
+    record.update(ppl_context=cfg.perplexity.context, ppl_max_tokens=cfg.perplexity.max_tokens or None)
+    plan = scoring.plan(cfg, results_dir, corpus, location, config)
+    record["ppl_stride"] = plan.stride
+    return None if scoring.reuse_cached(plan, results_dir, record) else plan
+
+
+def _reference_backend(cfg: DictConfig, precision: Precision, tokenizer: Any) -> Backend:
+    """The torch backend at the reference precision, loaded: it builds the stored reference."""
+    backend = TorchConfig().build(precision, cfg.model, _cache_dir(cfg))
+    backend.load(tokenizer)
+    return backend
+
+
+def _load_backend(cfg: DictConfig, configuration: Configuration, tokenizer: Any, record: dict[str, Any]) -> Backend:
+    """The backend with the model loaded at the precision; in-process sweeps reuse the last one."""
+    key = reuse.reuse_key(
+        OmegaConf.to_container(cfg.model, resolve=True), configuration.describe(), str(_cache_dir(cfg))
+    )
+    kept = reuse.take(key) if cfg.isolation == "none" else None
+    reused = kept is not None
+    release_freed_memory()  # an earlier configuration's model, dropped by take()
+    if kept is None:
+        backend = configuration.backend.build(configuration.precision, cfg.model, _cache_dir(cfg))
+        kept = reuse.LoadedBackend(key, backend, backend.load(tokenizer))
+        if cfg.isolation == "none":
+            reuse.keep(kept)
+    record.update(kept.fields, backend_version=kept.backend.version(), model_reused=reused)
+    return kept.backend
 
 
 def _measure(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None:
-    validate(cfg)
-    precision = _instantiate_precision(cfg)
-    description = precision.describe()
-    record.update(description)
-    precision.check_supported()
-    record["torch_num_threads"] = _set_threads(cfg.threads)
+    configuration = check_configuration(cfg)
+    record.update(configuration.describe(), measured_pid=os.getpid(), sweep_pid=record.get("sweep_pid", os.getpid()))
     tasks = resolve_tasks(cfg.quality, record)
-
-    text = load_text(cfg.dataset)
-    record["dataset_source"] = text.source
-
-    cache_dir = to_absolute_path(str(Path(cfg.cache_dir).expanduser()))
-    key = reuse.reuse_key(OmegaConf.to_container(cfg.model, resolve=True), description, cache_dir)
-    kept = reuse.take(key) if cfg.isolation == "none" else None
-    release_freed_memory()  # an earlier configuration's model, dropped by take()
-    if kept is None:
-        started = time.perf_counter()
-        model, tokenizer, source = load_model(cfg.model, cache_dir)
-        loaded = {"load_time_s": time.perf_counter() - started}
-        loaded["parameters"] = sum(p.numel() for p in model.parameters())
-    else:
-        model, tokenizer, source, loaded = kept.model, kept.tokenizer, kept.source, kept.fields
-    record.update(loaded, model_location=source.location, gguf_file=source.gguf_file, model_reused=kept is not None)
-    corpus = tokenize(text.text, tokenizer)
-    plan, computed_reference = None, False
-    if cfg.perplexity.enabled:
-        record.update(ppl_context=cfg.perplexity.context, ppl_max_tokens=cfg.perplexity.max_tokens or None)
-        plan = scoring.plan(cfg, results_dir, corpus, source.location, description)
-        record["ppl_stride"] = plan.stride
-        if scoring.reuse_cached(plan, results_dir, record):
-            plan = None
-        else:  # the reference comes from the FP32 model: a kept, converted one cannot give it
-            fp32 = model if kept is None else (lambda: load_model(cfg.model, cache_dir)[0])
-            computed_reference = scoring.prepare_reference(plan, fp32, record["run_id"])
-
-    if kept is None:
-        started = time.perf_counter()
-        model = precision.apply(model)
-        loaded["convert_time_s"] = time.perf_counter() - started
-        if cfg.isolation == "none":
-            reuse.keep(reuse.ConvertedModel(key, model, tokenizer, source, loaded))
-    record["convert_time_s"] = loaded["convert_time_s"]
-    release_freed_memory()  # the FP32 originals of converted weights
+    tokenizer, source, corpus = _read_tokens(cfg, record)
+    prompts = prompt_batch(corpus.ids, cfg.batch_size, cfg.speed.prompt_tokens) if cfg.speed.enabled else None
+    plan = _plan_scoring(cfg, record, results_dir, corpus, source.location, configuration.describe())
+    computed_reference = plan is not None and scoring.prepare_reference(
+        plan, lambda precision: _reference_backend(cfg, precision, tokenizer), record["run_id"]
+    )
+    backend = _load_backend(cfg, configuration, tokenizer, record)
+    record.update(backend.set_threads(cfg.threads))
+    release_freed_memory()  # what loading and converting freed
     reset_peak_rss()  # peak_rss_bytes covers inference on the converted model, not loading
-    record["weight_bytes"] = weight_bytes(model)
-
+    record["weight_bytes"] = backend.weight_bytes()
     if plan is not None:
-        scoring.score(plan, model, record, results_dir, computed_reference)
+        scoring.score(plan, backend.log_probs, record, results_dir, computed_reference)
         record["perplexity_peak_rss_bytes"] = peak_rss_bytes()
         release_freed_memory()
         reset_peak_rss()  # peak_rss_bytes below is generation's alone, comparable across runs
-    if cfg.speed.enabled:
-        prompts = prompt_batch(corpus.ids, cfg.batch_size, cfg.speed.prompt_tokens)
-        record.update(prompt_tokens=cfg.speed.prompt_tokens, new_tokens=cfg.speed.new_tokens)
-        speed = cfg.speed
-        record.update(
-            measure_speed(
-                model, prompts, speed.new_tokens, speed.warmup, speed.repeats,
-                speed.min_time_s, speed.max_cv, speed.max_time_s,
-            )
-        )  # fmt: skip
-        for warning in record["speed_warnings"]:
-            log.warning("%s", warning)
+    if prompts is not None:
+        _time_generation(cfg, record, backend, prompts)
     record["peak_rss_bytes"] = peak_rss_bytes()
-    if cfg.speed.enabled and cfg.speed.roofline:
-        _record_roofline(cfg, record, model)  # after the peak: the bandwidth probe allocates 1 GiB
-    run_tasks(tasks, model, tokenizer, cfg.quality, record, results_dir, source.location, description)
+    if prompts is not None and cfg.speed.roofline:
+        _record_roofline(cfg, record, backend)  # after the peak: the bandwidth probe allocates 1 GiB
+    run_tasks(tasks, backend, tokenizer, cfg.quality, record, results_dir, source.location, configuration.describe())
+
+
+def _time_generation(cfg: DictConfig, record: dict[str, Any], backend: Backend, prompts: torch.Tensor) -> None:
+    speed = cfg.speed
+    record.update(prompt_tokens=speed.prompt_tokens, new_tokens=speed.new_tokens)
+    record.update(
+        measure_speed(
+            backend.generate, prompts, speed.new_tokens, speed.warmup, speed.repeats,
+            speed.min_time_s, speed.max_cv, speed.max_time_s,
+        )
+    )  # fmt: skip
+    if cfg.threads > (os.cpu_count() or 1):  # allowed by oversubscribe=true
+        record["oversubscribed"] = True
+        record["speed_warnings"].append(f"threads={cfg.threads} > {os.cpu_count()} logical cores: timings share cores")
+    for warning in record["speed_warnings"]:
+        log.warning("%s", warning)
+
+
+def _record_roofline(cfg: DictConfig, record: dict[str, Any], backend: Backend) -> None:
+    """Decode tokens/s <= bandwidth x batch / bytes per step, at the mean context of the timed steps."""
+    bandwidth = read_bandwidth(_cache_dir(cfg), fingerprint()["machine_id"], cfg.threads, cfg.speed.remeasure_bandwidth)
+    record.update(memory_bandwidth_bytes_per_s=bandwidth["bytes_per_s"], bandwidth_file=bandwidth["file"])
+    step = backend.decode_bytes_per_step(cfg.batch_size, cfg.speed.prompt_tokens + cfg.speed.new_tokens / 2)
+    record.update(
+        decode_bytes_per_step=step["total"],
+        decode_weight_bytes_per_step=step["weights"],
+        decode_kv_bytes_per_step=step["kv_cache"],
+        roofline_tokens_per_s=cfg.batch_size * bandwidth["bytes_per_s"] / step["total"],
+    )
+    record["roofline_fraction"] = record["decode_tokens_per_s"] / record["roofline_tokens_per_s"]
 
 
 def config_key(cfg: DictConfig) -> str:
     """A hash of the resolved configuration, less where results and caches go and whether to force."""
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    for key in ("results_dir", "cache_dir", "force"):
+    for key in ("results_dir", "cache_dir", "force", "timeout_s"):
         resolved.pop(key, None)
     return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _record_roofline(cfg: DictConfig, record: dict[str, Any], model: torch.nn.Module) -> None:
-    cache_dir = to_absolute_path(str(Path(cfg.cache_dir).expanduser()))
-    bandwidth = read_bandwidth(cache_dir, fingerprint()["machine_id"], cfg.threads, cfg.speed.remeasure_bandwidth)
-    record.update(memory_bandwidth_bytes_per_s=bandwidth["bytes_per_s"], bandwidth_file=bandwidth["file"])
-    speed = cfg.speed
-    record.update(roofline(model, cfg.batch_size, speed.prompt_tokens, speed.new_tokens, bandwidth["bytes_per_s"]))
-    record["roofline_fraction"] = record["decode_tokens_per_s"] / record["roofline_tokens_per_s"]
+def _fail(record: dict[str, Any], exc: BaseException) -> None:
+    if isinstance(exc, EvalbenchError):
+        record.update(status="failed", error=one_line(exc), error_type=type(exc).__name__)
+    else:
+        log.exception("configuration failed")
+        record.update(status="failed", error=f"{type(exc).__name__}: {one_line(exc)}", error_type=type(exc).__name__)
 
 
 def _measure_guarded(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None:
@@ -180,11 +253,40 @@ def _measure_guarded(cfg: DictConfig, record: dict[str, Any], results_dir: Path)
     try:
         _measure(cfg, record, results_dir)
         record["status"] = "ok"
-    except EvalbenchError as exc:
-        record.update(status="failed", error=one_line(exc), error_type=type(exc).__name__)
     except Exception as exc:
-        log.exception("configuration failed")
-        record.update(status="failed", error=f"{type(exc).__name__}: {one_line(exc)}", error_type=type(exc).__name__)
+        _fail(record, exc)
+
+
+def _measure_record(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None:
+    """Check the configuration here, then measure it here or, with ``isolation=process``, in a fresh process."""
+    try:  # a bad value or a missing model fails before any process is spawned
+        check_configuration(cfg)
+        resolve_source(cfg.model)
+    except Exception as exc:
+        _fail(record, exc)
+        return
+    if cfg.isolation == "process":
+        measure_in_child(_measure_guarded, cfg, record, results_dir, cfg.timeout_s)
+    else:
+        _measure_guarded(cfg, record, results_dir)
+
+
+def _retry_failed_tasks(cfg: DictConfig, done: dict[str, Any], results_dir: Path) -> dict[str, Any]:
+    """Run again only the tasks that failed in ``done``, keeping its other measurements, and rewrite it."""
+    failed = [str(name) for name in cfg.quality.tasks if f"task.{name}.error" in done]
+    retry = OmegaConf.merge(cfg, {"perplexity": {"enabled": False}, "speed": {"enabled": False}})
+    retry.quality.tasks = failed
+    fresh = new_record(cfg)
+    _measure_record(retry, fresh, results_dir)
+    if fresh["status"] != "ok":
+        return {**done, "quality_errors": [fresh["error"]]}
+    prefixes = tuple(f"task.{name}." for name in failed)
+    kept = {k: v for k, v in done.items() if not k.startswith(prefixes) and k not in ("quality_errors", "record_file")}
+    merged = {**kept, **{k: v for k, v in fresh.items() if k.startswith(prefixes)}, "tasks_retried_at": _now()}
+    if fresh.get("quality_errors"):
+        merged["quality_errors"] = fresh["quality_errors"]
+    merged["record_file"] = str(write_record(results_dir, merged))
+    return merged
 
 
 def run_configuration(cfg: DictConfig) -> dict[str, Any]:
@@ -192,22 +294,22 @@ def run_configuration(cfg: DictConfig) -> dict[str, Any]:
     ``results_dir`` cannot be written (:class:`EvalbenchError`).
 
     A configuration already recorded successfully in ``results_dir`` on this machine is not
-    measured again (unless ``force=true``): its record comes back with ``skipped=True``.
-    With ``isolation=process`` it is measured in a fresh process of its own.
+    measured again (unless ``force=true``): its record comes back with ``skipped=True``; lm-eval
+    tasks that failed in it are run again (``tasks_retried=True``). With ``isolation=process`` it
+    is measured in a fresh process of its own.
     """
     results_dir = Path(to_absolute_path(cfg.results_dir))
     ensure_writable(results_dir)  # raises: with nowhere to write, nothing can be recorded
     key = config_key(cfg)
     done = None if cfg.force else find_recorded(results_dir, key, fingerprint()["machine_id"])
+    if done is not None and done.get("quality_errors"):
+        return {**_retry_failed_tasks(cfg, done, results_dir), "tasks_retried": True}
     if done is not None:
         return {**done, "skipped": True}
     record = new_record(cfg)
-    record.update(config_key=key, isolation=cfg.isolation)
+    record.update(config_key=key, isolation=cfg.isolation, sweep_pid=os.getpid())
     started = time.perf_counter()
-    if cfg.isolation == "process":
-        measure_in_child(_measure_guarded, cfg, record, results_dir)
-    else:
-        _measure_guarded(cfg, record, results_dir)
+    _measure_record(cfg, record, results_dir)
     record.update(finished_at=_now(), duration_s=time.perf_counter() - started)
     record["config"] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     record["env"] = fingerprint()

@@ -17,6 +17,9 @@ os.environ["EVALBENCH_DATA_DIR"] = str(
 )
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# One cache for the whole session (and the next, locally): the sample model's conversions, llama.cpp
+# files and the bandwidth probe are made once, not per test.
+os.environ.setdefault("EVALBENCH_CACHE_DIR", str(REPO / ".pytest_cache" / "evalbench-cache"))
 DATA_DIR = Path(os.environ["EVALBENCH_DATA_DIR"])
 WIKITEXT = DATA_DIR / "wikitext-2-raw" / "wiki.test.raw"
 
@@ -83,6 +86,7 @@ def tiny_tokenizer(tiny_model_dir):
 
 
 FAST = [
+    "isolation=none",  # tests of isolation itself say isolation=process
     "perplexity.max_tokens=300",
     "perplexity.context=128",
     "speed.prompt_tokens=8",
@@ -106,7 +110,6 @@ def tiny_args(tiny_model_dir, tmp_path) -> list[str]:
         f"model.path={tiny_model_dir}",
         "model.name=tiny",
         f"results_dir={tmp_path / 'results'}",
-        f"cache_dir={tmp_path / 'cache'}",
         *FAST,
     ]
 
@@ -133,8 +136,8 @@ def tiny_results(tiny_model_dir, tmp_path_factory) -> Path:
         "speed.prompt_tokens=8",
         "speed.new_tokens=4",
         "speed.repeats=2",
+        "isolation=none",
         f"results_dir={folder}",
-        f"cache_dir={folder / 'cache'}",
         cwd=folder,
     )
     assert "9 configurations, 6 ok, 3 failed" in out.stdout, out.stdout + out.stderr

@@ -19,7 +19,7 @@ def test_sweep_records_every_configuration_and_goes_past_failures(tiny_args, tmp
     assert len(frame) == 12
     ok = frame[frame.status == "ok"]
     assert sorted(ok.precision) == ["bf16", "fp32", "int4", "int8", "int8_dynamic"]
-    assert (ok.threads == 1).all() and (ok.torch_num_threads == 1).all() and (ok.batch_size == 2).all()
+    assert (ok.torch_num_threads == 1).all() and (ok.backend == "torch").all()
     assert ok.eval_token_hash.nunique() == 1 and (ok.eval_tokens == ok.eval_tokens.iloc[0]).all()
     assert (ok.decode_tokens_per_s > 0).all() and (ok.peak_rss_bytes > 0).all()
     assert ok.set_index("precision").weight_bytes.idxmin() == "int4"
@@ -39,7 +39,10 @@ def test_single_run_bad_value_is_one_line_and_a_failed_record(tiny_args, tmp_pat
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1] == "evalbench: error: batch_size=0 is invalid; valid: an integer >= 1"
     frame = load_results(tmp_path / "results")
-    assert frame.status.tolist() == ["failed"] and frame.batch_size.tolist() == [0]
+    assert frame.status.tolist() == ["failed"] and frame.error.tolist() == [
+        "batch_size=0 is invalid; valid: an integer >= 1"
+    ]
+    assert "measured_pid" not in frame  # refused before anything was measured
 
 
 def test_missing_model_path_names_it(tmp_path):
@@ -70,7 +73,7 @@ def test_sample_sweep_preset_lists_every_axis():
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["sweep=sample"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params
-    assert params.precision.split(",") == ["fp32", "bf16", "int8", "int8_dynamic", "int4"]
+    assert params.precision.split(",") == ["fp32", "bf16", "int8", "int4", "f32", "q8_0", "q4_0", "q4_k_m"]
     assert params.threads == "1,2" and params.batch_size == "1,4" and cfg.hydra.mode.name == "MULTIRUN"
     assert cfg.model.name == "smollm2-135m" and cfg.perplexity.max_tokens > 0
 
@@ -78,7 +81,10 @@ def test_sample_sweep_preset_lists_every_axis():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("precision=int3", "Could not find 'precision/int3'; Available options in 'precision': bf16, fp32, int4, int8"),
+        (
+            "precision=int3",
+            "Could not find 'precision/int3'; Available options in 'precision': bf16, f16, f32, fp32, int4, int8",
+        ),
         ("threads=abc", "Error merging override threads=abc; Value 'abc' of type 'str' could not be converted"),
     ],
 )
@@ -102,14 +108,58 @@ def test_perplexity_is_not_reused_across_precision_settings(tiny_args, tmp_path)
     assert frame.perplexity_from_run.isna().all() and frame.perplexity.nunique() == 2
 
 
-def test_unwritable_results_dir_stops_with_one_line(tiny_args, tmp_path):
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a folder")
-    args = [a for a in tiny_args if not a.startswith("results_dir=")] + [f"results_dir={blocker / 'results'}"]
+@pytest.mark.parametrize(
+    ("results_dir", "reason"),
+    [("a-file/results", "Not a directory"), ("a-file", "Not a directory"), ("/proc/x", "No such file or directory")],
+)
+def test_unwritable_results_dir_stops_with_one_line(results_dir, reason, tiny_args, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    target = results_dir if results_dir.startswith("/") else str(tmp_path / results_dir)
+    args = [a for a in tiny_args if not a.startswith("results_dir=")] + [f"results_dir={target}"]
     for mode in ([], ["-m"]):
         out = evalbench(*mode, *args, cwd=tmp_path)
         assert out.returncode == 1
         assert out.stderr.strip().splitlines()[-1] == (
-            f"evalbench: error: results_dir='{blocker / 'results'}' is not writable (Not a directory); "
-            "valid: a folder you can write to"
+            f"evalbench: error: results_dir='{target}' is not writable ({reason}); valid: a folder you can write to"
         )
+    assert (tmp_path / "a-file").read_text() == "not a folder"
+
+
+def test_prompts_longer_than_the_data_are_one_line(tiny_args, tmp_path):
+    out = evalbench(*tiny_args, "speed.prompt_tokens=4000000", cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert (
+        out.stderr.strip()
+        .splitlines()[-1]
+        .startswith("evalbench: error: speed.prompt_tokens=4000000 is too many: the text has ")
+    )
+
+
+def test_print_config_runs_nothing_and_writes_nothing(tmp_path):
+    out = evalbench("--cfg", "job", "precision=int4", f"results_dir={tmp_path / 'results'}", cwd=tmp_path)
+    assert out.returncode == 0 and "_target_: evalbench.precision.int4.Int4WeightOnly" in out.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_one_sweep_spans_runtimes_and_each_precision_selects_its_backend(tiny_args, tmp_path):
+    out = evalbench("-m", "precision=fp32,int4,f32,q8_0", *tiny_args, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "4 configurations, 4 ok, 0 failed" in out.stdout
+    frame = load_results(tmp_path / "results").set_index("precision")
+    assert frame.backend.to_dict() == {"fp32": "torch", "int4": "torch", "f32": "llama_cpp", "q8_0": "llama_cpp"}
+    assert frame.eval_token_hash.nunique() == 1 and frame.reference_key.nunique() == 1
+    assert frame.reference_computed.sum() == 1  # one stored reference, whatever backend scores against it
+    assert frame.loc["f32", "perplexity"] == pytest.approx(frame.loc["fp32", "perplexity"], rel=1e-3)
+    assert frame.loc["q8_0", "kld_mean"] > 0 and frame.weight_bits.to_dict()["q8_0"] == 8
+    assert frame.loc["q8_0", "model_file_bytes"] < frame.loc["f32", "model_file_bytes"]
+    assert (frame.loc[["f32", "q8_0"], "n_threads"] == 1).all()
+    assert frame.backend_version["f32"].startswith("llama-cpp-python 0.3.36")
+
+
+def test_a_precision_of_another_backend_is_one_line_naming_the_valid_ones(tiny_args, tmp_path):
+    out = evalbench("backend=llama_cpp", "precision=int8_dynamic", *tiny_args, cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == (
+        "evalbench: error: precision=int8_dynamic is a torch precision, not a llama_cpp one; "
+        "valid for llama_cpp: f16, f32, q4_0, q4_k_m, q4_k_s, q5_k_m, q6_k, q8_0"
+    )

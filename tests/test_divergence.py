@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from evalbench.backends.torch.backend import model_log_probs
 from evalbench.metrics.divergence import Reference, TokenComparison, compare, exact_kld, summarize
 from evalbench.metrics.perplexity import perplexity, scored_text, tokenize, window_log_probs
 
@@ -19,7 +20,7 @@ def scored(wikitext, tiny_tokenizer):
 
 
 def _windows(model, scored):
-    return list(window_log_probs(model, scored, CONTEXT, CONTEXT))
+    return list(window_log_probs(model_log_probs(model), scored, CONTEXT, CONTEXT))
 
 
 def _damaged(model, relative_noise: float, seed: int = 0):
@@ -73,8 +74,8 @@ def test_ppl_ratio_is_the_ratio_of_perplexities_with_an_interval_around_it(tiny_
     damaged = _damaged(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval(), 0.2)
     result = summarize(_compare(_windows(tiny_model, scored), _windows(damaged, scored), top_k=8))
     expected = (
-        perplexity(damaged, scored, CONTEXT, CONTEXT).perplexity
-        / perplexity(tiny_model, scored, CONTEXT, CONTEXT).perplexity
+        perplexity(model_log_probs(damaged), scored, CONTEXT, CONTEXT).perplexity
+        / perplexity(model_log_probs(tiny_model), scored, CONTEXT, CONTEXT).perplexity
     )
     assert result.ppl_ratio == pytest.approx(expected, rel=1e-9)
     assert result.ppl_ratio_ci_low < result.ppl_ratio < result.ppl_ratio_ci_high

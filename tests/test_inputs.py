@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from omegaconf import OmegaConf
 
 from evalbench.config import DatasetConfig, EvalbenchConfig, ModelConfig, validate
 from evalbench.dataset.text import load_text
 from evalbench.errors import EvalbenchError
+from evalbench.isolation import measure_in_child
 from evalbench.model.loader import load_model
 from evalbench.model.source import resolve_source
 
@@ -22,6 +25,28 @@ def test_hub_ids_pass_through_and_fail_offline(tmp_path):
     assert not source.is_local and source.location == "nobody/no-such-model"
     with pytest.raises(EvalbenchError, match=r"model.path='nobody/no-such-model' could not be loaded"):
         load_model(ModelConfig(name="x", path="nobody/no-such-model"), tmp_path)
+
+
+def test_directory_that_is_not_a_model(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(EvalbenchError, match=r"model.path='.*' is not a model directory: it has no config.json; valid"):
+        load_model(ModelConfig(name="x", path=str(tmp_path)), tmp_path / "cache")
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    with pytest.raises(EvalbenchError, match=r"it holds GGUF files \['m.gguf'\]: name one as model.gguf_file"):
+        load_model(ModelConfig(name="x", path=str(tmp_path)), tmp_path / "cache")
+
+
+def _hang(cfg, record, results_dir) -> None:
+    time.sleep(600)
+
+
+def test_a_hung_measuring_process_is_killed_at_the_time_limit(tmp_path):
+    record = {"status": "running"}
+    started = time.perf_counter()
+    measure_in_child(_hang, OmegaConf.create({"isolation": "process"}), record, tmp_path, timeout_s=2)
+    assert time.perf_counter() - started < 60
+    assert record["status"] == "failed" and record["error_type"] == "TimedOut"
+    assert "still running after timeout_s=2 seconds and was killed" in record["error"]
 
 
 def test_file_instead_of_directory(tmp_path):
@@ -72,6 +97,8 @@ def test_offline_without_local_data(monkeypatch):
     ("key", "value", "message"),
     [
         ("threads", 0, "threads=0 is invalid; valid: an integer >= 1"),
+        ("threads", 4096, r"threads=4096 is more than this machine's \d+ logical cores, .* \(oversubscribe=true"),
+        ("timeout_s", 0, r"timeout_s=0.0 is invalid; valid: a number of seconds > 0"),
         ("batch_size", -1, "batch_size=-1 is invalid; valid: an integer >= 1"),
         ("isolation", "threads", r"isolation=threads is invalid; valid: none \(in-process, model reused\) or process"),
         ("perplexity.max_tokens", 1, "perplexity.max_tokens=1 is invalid; valid: 0 or null"),
@@ -92,3 +119,10 @@ def test_config_values_are_validated_with_one_line(key, value, message):
     OmegaConf.update(cfg, key, value)
     with pytest.raises(EvalbenchError, match=message):
         validate(cfg)
+
+
+def test_oversubscription_is_allowed_when_asked_for():
+    cfg = OmegaConf.structured(EvalbenchConfig)
+    OmegaConf.update(cfg, "threads", 4096)
+    OmegaConf.update(cfg, "oversubscribe", True)
+    validate(cfg)  # no error

@@ -14,17 +14,19 @@ from evalbench import load_results
 
 
 def test_process_isolation_measures_each_configuration_in_its_own_process(tiny_args, tmp_path):
-    out = evalbench("-m", "precision=fp32,int8", "isolation=process", *tiny_args, cwd=tmp_path)
+    out = evalbench("-m", "precision=fp32,int8", *tiny_args, "isolation=process", cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     frame = load_results(tmp_path / "results")
-    assert (frame.status == "ok").all() and (frame.isolation == "process").all()
-    assert not frame.model_reused.any() and (frame.perplexity > 0).all() and (frame.decode_tokens_per_s > 0).all()
+    assert (frame.status == "ok").all() and (frame.perplexity > 0).all() and (frame.decode_tokens_per_s > 0).all()
+    assert frame.sweep_pid.nunique() == 1 and frame.measured_pid.nunique() == 2  # one fresh process each
+    assert not frame.measured_pid.isin(frame.sweep_pid).any()  # none measured in the sweep's own process
 
 
 def test_in_process_sweeps_reuse_the_converted_model_across_threads_and_batch_sizes(tiny_args, tmp_path):
     out = evalbench("-m", "precision=int8,int4", "threads=1,2", "isolation=none", *tiny_args, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     frame = load_results(tmp_path / "results").sort_values("started_at")
+    assert (frame.measured_pid == frame.sweep_pid).all() and frame.sweep_pid.nunique() == 1
     for _, runs in frame.groupby("precision"):
         assert runs.model_reused.tolist() == [False, True]  # loaded and converted once per precision
         assert runs.convert_time_s.nunique() == 1  # the reusing run reports the conversion it reused
@@ -32,7 +34,7 @@ def test_in_process_sweeps_reuse_the_converted_model_across_threads_and_batch_si
 
 
 def test_a_killed_configuration_becomes_a_failed_record_and_the_sweep_goes_on(tiny_args, tmp_path):
-    command = [sys.executable, "-m", "evalbench", "-m", "precision=fp32,int8", "isolation=process", *tiny_args]
+    command = [sys.executable, "-m", "evalbench", "-m", "precision=fp32,int8", *tiny_args, "isolation=process"]
     sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     parent, victim = psutil.Process(sweep.pid), None
     deadline = time.monotonic() + 120

@@ -9,6 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from evalbench.backends.torch.backend import model_log_probs
 from evalbench.errors import EvalbenchError
 from evalbench.metrics.perplexity import perplexity, scored_text, token_nlls, tokenize, window_spans
 
@@ -32,7 +33,7 @@ def test_stride_must_fit_context():
 
 def test_single_window_equals_direct_loss(tiny_model, tiny_tokenizer, wikitext):
     scored = scored_text(tokenize(wikitext[:5000], tiny_tokenizer), 200)
-    nlls = token_nlls(tiny_model, scored, context=512, stride=512)
+    nlls = token_nlls(model_log_probs(tiny_model), scored, context=512, stride=512)
     with torch.inference_mode():
         loss = tiny_model(input_ids=scored.input_ids[None], labels=scored.input_ids[None]).loss
     assert nlls.numel() == 199
@@ -41,8 +42,8 @@ def test_single_window_equals_direct_loss(tiny_model, tiny_tokenizer, wikitext):
 
 def test_overlapping_windows_give_more_context(tiny_model, tiny_tokenizer, wikitext):
     scored = scored_text(tokenize(wikitext[:20000], tiny_tokenizer), 400)
-    wide = token_nlls(tiny_model, scored, context=400, stride=400)
-    narrow = token_nlls(tiny_model, scored, context=64, stride=32)
+    wide = token_nlls(model_log_probs(tiny_model), scored, context=400, stride=400)
+    narrow = token_nlls(model_log_probs(tiny_model), scored, context=64, stride=32)
     assert narrow.numel() == 399 and wide.numel() == 399
     # The first window is scored identically whatever the stride.
     assert torch.allclose(narrow[:63], wide[:63], atol=1e-4)
@@ -50,7 +51,7 @@ def test_overlapping_windows_give_more_context(tiny_model, tiny_tokenizer, wikit
 
 def test_companion_metrics_follow_lm_eval_definitions(tiny_model, tiny_tokenizer, wikitext):
     scored = scored_text(tokenize(wikitext, tiny_tokenizer), 300)
-    result = perplexity(tiny_model, scored, context=128, stride=64)
+    result = perplexity(model_log_probs(tiny_model), scored, context=128, stride=64)
     assert result.eval_tokens == 299
     assert math.isclose(result.perplexity, math.exp(result.nll_sum / 299))
     assert math.isclose(result.bits_per_byte * math.log(2) * result.eval_bytes, result.nll_sum)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lm_eval
+import pandas as pd
 import pytest
 import yaml
 from conftest import DATA_DIR, evalbench
@@ -113,3 +114,23 @@ def test_task_data_missing_offline_is_a_failed_metric_and_exit_1(tiny_args, tmp_
     row = load_results(tmp_path / "results").iloc[0]
     assert row.status == "ok" and row.perplexity > 0 and row.decode_tokens_per_s > 0
     assert "task.lambada_openai.acc" not in row.index
+
+
+def test_a_failed_task_runs_again_on_resume_and_the_rest_is_kept(tiny_args, tmp_path):
+    data = tmp_path / "data"
+    args = ["quality.tasks=[lambada_openai]", "quality.limit=4", f"quality.data_dir={data}", *tiny_args]
+    first = evalbench(*args, cwd=tmp_path)
+    assert first.returncode == 1 and "lambada_openai needs lambada_openai/lambada_test.jsonl" in first.stderr
+    before = load_results(tmp_path / "results").iloc[0]
+    (data / "lambada_openai").mkdir(parents=True)  # the data arrives; the same command resumes the sweep
+    (data / "lambada_openai" / "lambada_test.jsonl").symlink_to(DATA_DIR / "lambada_openai" / "lambada_test.jsonl")
+    again = evalbench(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "[tasks retried] tiny" in again.stdout
+    after = load_results(tmp_path / "results")
+    assert len(after) == 1  # the same record, completed, not a second one
+    row = after.iloc[0]
+    assert row.run_id == before.run_id and row.decode_tokens_per_s == before.decode_tokens_per_s
+    assert row.perplexity == before.perplexity and row["task.lambada_openai.samples"] == 4
+    assert "task.lambada_openai.error" not in after or pd.isna(row["task.lambada_openai.error"])
+    assert not isinstance(row.get("quality_errors"), list) or row.quality_errors == []

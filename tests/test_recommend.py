@@ -38,15 +38,19 @@ def test_int8_meets_and_the_cheapest_is_chosen():
     rec = recommend(shuffled, max_quality_loss=0.05, min_decode_tokens_per_s=20)
     assert rec.verdict == "recommend" and not rec.borderline
     assert (rec.config.precision, rec.config.threads, rec.config.batch_size) == ("int8", 2, 1)
-    assert steps(rec) == ["baseline", "loss allowed: try INT8"]
-    assert "RECOMMENDED: m int8 threads=2 batch_size=1" in str(rec)
+    assert steps(rec) == ["baseline", "loss allowed: try INT8 (8-bit weights)"]
+    assert "RECOMMENDED: m torch int8 threads=2 batch_size=1" in str(rec)
     assert rec.config.quality_loss == pytest.approx(0.01)
 
 
 def test_int8_fails_and_int4_meets():
     rec = recommend(pd.DataFrame(TABLE), max_quality_loss=0.05, min_decode_tokens_per_s=32)
     assert rec.config.precision == "int4"
-    assert steps(rec) == ["baseline", "loss allowed: try INT8", "INT8 fails: fewer bits (INT4 and other schemes)"]
+    assert steps(rec) == [
+        "baseline",
+        "loss allowed: try INT8 (8-bit weights)",
+        "INT8 fails: fewer bits (INT4 and below)",
+    ]
     assert "decode_tokens_per_s >= 32 missed: best 26" in rec.trace[1].reason  # among runs within the floor
 
 
@@ -76,7 +80,7 @@ def test_no_loss_allowed_and_too_slow_means_distillation():
 def test_missing_baseline_falls_back_and_says_so():
     table = pd.DataFrame([r for r in TABLE if r["precision"] != "fp32"])
     rec = recommend(table, max_quality_loss=0.05)
-    assert rec.trace[0].outcome == "bf16" and "fp32 was not measured" in rec.trace[0].reason
+    assert rec.trace[0].outcome == "torch bf16" and "torch fp32 was not measured" in rec.trace[0].reason
     assert rec.config.precision == "int8"  # no speed target: cheapest int8 within the floor
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbclient
@@ -43,17 +42,34 @@ def test_report_writes_every_output(tiny_results, tmp_path):
     assert "roofline_tokens_per_s" in (tmp_path / "throughput_vs_batch.html").read_text()  # the dashed roofline
     assert (runs[runs.status == "ok"].roofline_tokens_per_s > 0).all()
     text = (tmp_path / "report.md").read_text()
-    assert "## tiny on machine" in text and "| model | precision |" in text and "RECOMMENDED" in text
+    assert "## tiny on machine" in text and "| model | backend | precision |" in text and "RECOMMENDED" in text
 
 
-def test_png_export_skips_cleanly_without_a_renderer(tiny_results, tmp_path):
-    out = report(f"results_dir={tiny_results}", f"output_dir={tmp_path}", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    pngs = list(tmp_path.glob("*.png"))
-    if not pngs:
-        assert "PNG" in out.stderr and "kaleido" in out.stderr
-    else:
-        assert all(p.stat().st_size > 10_000 for p in pngs)
+def _failing_renderer(self, path, **kwargs):
+    raise ValueError("no renderer")  # what plotly raises without kaleido or a browser
+
+
+def _fake_renderer(self, path, **kwargs):
+    Path(path).write_bytes(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("renderer", "png", "pngs"), [(_failing_renderer, True, 0), (_fake_renderer, True, 4), (_fake_renderer, False, 0)]
+)
+def test_png_export_follows_the_renderer_and_the_flag(renderer, png, pngs, tiny_results, tmp_path, monkeypatch, caplog):
+    import plotly.graph_objects as go
+
+    from evalbench import load_results
+    from evalbench.report.export import Targets, write_report
+
+    monkeypatch.setattr(go.Figure, "write_image", renderer)
+    outcome = write_report(load_results(tiny_results), tmp_path, Targets(max_quality_loss=0.5), png=png)
+    written = [p for p in outcome["files"] if p.suffix == ".png"]
+    assert len(written) == pngs and sorted(written) == sorted(tmp_path.glob("*.png"))
+    assert len(list(tmp_path.glob("*.html"))) == 4  # the HTML figures come whatever happens to PNG
+    skipped = [r.message for r in caplog.records if "PNG of" in r.message]
+    assert len(skipped) == (4 if renderer is _failing_renderer else 0)
+    assert all("kaleido" in message for message in skipped)
 
 
 @pytest.mark.parametrize(
@@ -62,6 +78,8 @@ def test_png_export_skips_cleanly_without_a_renderer(tiny_results, tmp_path):
         (["results_dir=/no/such/results"], "results_dir='/no/such/results' does not exist"),
         (["max_quality_loss=-0.1"], "max_quality_loss=-0.1 is invalid; valid: a number >= 0"),
         (["cost=watts"], "unknown column 'watts'; valid: ['ppl_ratio', 's_per_token'"),
+        (["quality=bogus"], "unknown column 'bogus'; valid: ['ppl_ratio', 's_per_token'"),
+        (["output_dir=/proc/version"], "output_dir='/proc/version' is not writable ("),
     ],
 )
 def test_bad_input_is_one_line(args, message, tiny_results, tmp_path):
@@ -86,4 +104,3 @@ def test_notebook_executes_against_results(tiny_results, monkeypatch):
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "9 runs, 6 ok" in text and "RECOMMENDED: tiny" in text
     assert sum("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs) == 4
-    assert os.environ["EVALBENCH_RESULTS_DIR"] == str(tiny_results)

@@ -22,7 +22,7 @@ import pandas as pd
 from evalbench.analysis.objectives import (
     ABSOLUTE_QUALITY,
     GROUP_COLUMNS,
-    baseline_precision,
+    baseline_configuration,
     check_columns,
     higher_is_better,
     with_objectives,
@@ -66,7 +66,7 @@ class Recommendation:
             row = self.config
             head = "RECOMMENDED (borderline)" if self.borderline else "RECOMMENDED"
             lines.append(
-                f"{head}: {row['model']} {row['precision']} threads={row['threads']} batch_size={row['batch_size']}"
+                f"{head}: {row['model']} {row['configuration']} threads={row['threads']} batch_size={row['batch_size']}"
                 f" ({row['decode_tokens_per_s']:.1f} decode tok/s, {self.floor.metric} loss"
                 f" {self.floor.format_loss(row['quality_loss'])})"
             )
@@ -174,7 +174,7 @@ class QualityFloor:
 
 def _describe(rows: pd.DataFrame) -> str:
     return ", ".join(
-        f"{r['precision']}/t{r['threads']}/b{r['batch_size']} ({r['decode_tokens_per_s']:.1f} tok/s)"
+        f"{r['configuration']}/t{r['threads']}/b{r['batch_size']} ({r['decode_tokens_per_s']:.1f} tok/s)"
         for _, r in rows.iterrows()
     )
 
@@ -248,16 +248,16 @@ def recommend(
     failed = table[table["status"] != "ok"]
     runs = table[table["status"] == "ok"].copy()
     if len(failed):
-        reasons = "; ".join(f"{r.precision}/t{r.threads}/b{r.batch_size}: {r.error}" for r in failed.itertuples())
+        reasons = "; ".join(f"{r.configuration}/t{r.threads}/b{r.batch_size}: {r.error}" for r in failed.itertuples())
         trace.append(Step("input", failed, "ignored", f"{len(failed)} failed run(s) left out: {reasons}"))
     if runs.empty:
         raise EvalbenchError("no successful run in the results: nothing to recommend")
 
-    base_name = baseline_precision(runs["precision"])
-    base_rows = runs[runs["precision"] == base_name]
+    base_name = baseline_configuration(runs)
+    base_rows = runs[runs["configuration"] == base_name]
     floor = QualityFloor(quality, float(base_rows[quality].mean()), max_quality_loss)
     runs["quality_loss"] = runs[quality].map(floor.loss)
-    note = "" if base_name == "fp32" else "; fp32 was not measured, the least compressed precision stands in"
+    note = "" if base_name == "torch fp32" else "; torch fp32 was not measured, the least compressed stands in"
     trace.append(
         Step("baseline", base_rows, base_name, f"{base_name} is the baseline ({quality} {floor.baseline:.4g}){note}")
     )
@@ -277,9 +277,9 @@ def recommend(
         trace.append(step)
         return best, borderline
 
-    precision = runs["precision"].astype(str)
+    bits = runs["weight_bits"]
     if max_quality_loss == 0:
-        lossless = runs[precision.isin(["fp32", "bf16"])]
+        lossless = runs[bits >= 16]
         best, borderline = evaluate("no loss allowed: lossless precisions", lossless, "no quality loss")
         if best is None:
             reason = trace[-1].reason
@@ -295,10 +295,9 @@ def recommend(
         return Recommendation(best, "recommend", trace, frontier, borderline, floor)
 
     floor_note = floor.describe()
-    best, borderline = evaluate("loss allowed: try INT8", runs[precision.str.startswith("int8")], floor_note)
+    best, borderline = evaluate("loss allowed: try INT8 (8-bit weights)", runs[bits == 8], floor_note)
     if best is None:
-        fewer = runs[~precision.isin(["fp32", "bf16"]) & ~precision.str.startswith("int8")]
-        best, borderline = evaluate("INT8 fails: fewer bits (INT4 and other schemes)", fewer, floor_note)
+        best, borderline = evaluate("INT8 fails: fewer bits (INT4 and below)", runs[bits < 8], floor_note)
     if best is None:
         failing = " | ".join(s.reason for s in trace if s.outcome == "fails")
         levers = "; ".join(NEXT_LEVERS)

@@ -17,11 +17,10 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import nn
 
 from evalbench.errors import EvalbenchError
 
@@ -64,9 +63,33 @@ class Corpus:
     offsets: list[tuple[int, int]]
 
 
-def tokenize(text: str, tokenizer) -> Corpus:
+# Tokens dropped before the end of a partial text: a token near the cut may differ from the whole
+# text's (a merge across the cut), one far before it cannot.
+_CUT_MARGIN = 64
+
+
+def _encode(text: str, tokenizer) -> Corpus:
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     return Corpus(text, encoding["input_ids"], encoding["offset_mapping"])
+
+
+def tokenize(text: str, tokenizer, max_tokens: int | None = None) -> Corpus:
+    """The tokens of ``text`` (no special tokens) with their character spans.
+
+    With ``max_tokens``, only as many leading lines as give that many tokens are tokenized
+    (doubling the slice until they do), and the first ``max_tokens`` tokens are kept: the same
+    ids the whole text would give, at a fraction of the cost.
+    """
+    chars = (max_tokens or 0) * 8
+    while max_tokens:
+        cut = text.find("\n", chars)
+        if cut == -1:
+            break
+        corpus = _encode(text[: cut + 1], tokenizer)
+        if len(corpus.ids) >= max_tokens + _CUT_MARGIN:
+            return Corpus(corpus.text, corpus.ids[:max_tokens], corpus.offsets[:max_tokens])
+        chars = 2 * cut + 1
+    return _encode(text, tokenizer)
 
 
 def scored_text(corpus: Corpus, max_tokens: int | None) -> ScoredText:
@@ -92,16 +115,20 @@ def window_spans(n_tokens: int, context: int, stride: int) -> list[tuple[int, in
     return spans
 
 
+LogProbs = Callable[[torch.Tensor], torch.Tensor]  # window [n] -> next-token log-probs [n, vocab]
+
+
 def window_log_probs(
-    model: nn.Module, scored: ScoredText, context: int, stride: int
+    log_probs: LogProbs, scored: ScoredText, context: int, stride: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Per window: next-token log-probabilities ``[m, vocab]`` (float32) and the ``m`` tokens they score."""
+    """Per window: next-token log-probabilities ``[m, vocab]`` (float32) and the ``m`` tokens they score.
+
+    ``log_probs`` is a backend's :meth:`~evalbench.backends.base.Backend.log_probs`.
+    """
     for begin, end, first_scored in window_spans(scored.input_ids.numel(), context, stride):
-        window = scored.input_ids[begin:end].unsqueeze(0)
-        with torch.inference_mode():
-            logits = model(input_ids=window, use_cache=False).logits[0].float()
-        predicting = slice(first_scored - begin - 1, end - begin - 1)  # logits at t predict token t+1
-        yield torch.log_softmax(logits[predicting], dim=-1), scored.input_ids[first_scored:end]
+        rows = log_probs(scored.input_ids[begin:end])
+        predicting = slice(first_scored - begin - 1, end - begin - 1)  # row t predicts token t+1
+        yield rows[predicting], scored.input_ids[first_scored:end]
 
 
 def target_nlls(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -109,14 +136,15 @@ def target_nlls(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return -log_probs.gather(1, targets[:, None])[:, 0].double()
 
 
-def token_nlls(model: nn.Module, scored: ScoredText, context: int, stride: int) -> torch.Tensor:
+def token_nlls(log_probs: LogProbs, scored: ScoredText, context: int, stride: int) -> torch.Tensor:
     """Negative log-likelihood (nats, float64) of every scored token, in order."""
-    return torch.cat([target_nlls(lp, targets) for lp, targets in window_log_probs(model, scored, context, stride)])
+    windows = window_log_probs(log_probs, scored, context, stride)
+    return torch.cat([target_nlls(rows, targets) for rows, targets in windows])
 
 
-def perplexity(model: nn.Module, scored: ScoredText, context: int, stride: int) -> PerplexityResult:
-    """Score ``scored`` with ``model`` and return token perplexity, bits per byte and word perplexity."""
-    return summarize(token_nlls(model, scored, context, stride), scored, context, stride)
+def perplexity(log_probs: LogProbs, scored: ScoredText, context: int, stride: int) -> PerplexityResult:
+    """Score ``scored`` and return token perplexity, bits per byte and word perplexity."""
+    return summarize(token_nlls(log_probs, scored, context, stride), scored, context, stride)
 
 
 def summarize(nlls: torch.Tensor, scored: ScoredText, context: int, stride: int) -> PerplexityResult:

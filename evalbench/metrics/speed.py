@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from evalbench.errors import EvalbenchError
 from evalbench.stats import sample_stats
 
 
@@ -77,13 +79,16 @@ def _figures(runs: list[GenerationTiming], batch: int, prompt_len: int, new_toke
     }
 
 
+Generate = Callable[[torch.Tensor, int], GenerationTiming]  # a backend's timed greedy generation
+
+
 def _worst_cv(runs: list[GenerationTiming], prompts: torch.Tensor, new_tokens: int) -> float:
     cvs = [sample_stats(v).cv for v in _figures(runs, *prompts.shape, new_tokens).values()]
     return max((cv for cv in cvs if not math.isnan(cv)), default=math.inf)
 
 
 def measure_speed(
-    model: nn.Module,
+    generate: Generate,
     prompts: torch.Tensor,
     new_tokens: int,
     warmup: int,
@@ -92,7 +97,7 @@ def measure_speed(
     max_cv: float = 0.05,
     max_time_s: float = 0.0,
 ) -> dict[str, Any]:
-    """Time generations and return the speed record fields, each figure with its mean, spread and 95% CI.
+    """Time ``generate`` and return the speed record fields, each figure with its mean, spread and 95% CI.
 
     After ``warmup`` untimed generations: at least ``repeats`` timed ones, and more until they
     add up to ``min_time_s`` seconds; then more while a figure's coefficient of variation is
@@ -102,7 +107,7 @@ def measure_speed(
     if new_tokens < 2:
         raise ValueError(f"speed.new_tokens={new_tokens} must be >= 2 to time decoding")
     for _ in range(warmup):
-        time_generation(model, prompts, new_tokens)
+        generate(prompts, new_tokens)
     runs: list[GenerationTiming] = []
     timed = 0.0
     while (
@@ -111,7 +116,7 @@ def measure_speed(
         or (timed < max_time_s and _worst_cv(runs, prompts, new_tokens) > max_cv)
     ):
         started = time.perf_counter()
-        runs.append(time_generation(model, prompts, new_tokens))
+        runs.append(generate(prompts, new_tokens))
         timed += time.perf_counter() - started
     fields: dict[str, Any] = {}
     warnings = []
@@ -131,7 +136,8 @@ def prompt_batch(token_ids: list[int], batch_size: int, prompt_tokens: int) -> t
     """``batch_size`` different prompts of ``prompt_tokens`` consecutive real tokens each."""
     needed = batch_size * prompt_tokens
     if len(token_ids) < needed:
-        raise ValueError(
-            f"the text has {len(token_ids)} tokens, fewer than batch_size x speed.prompt_tokens = {needed}"
+        raise EvalbenchError(
+            f"speed.prompt_tokens={prompt_tokens} is too many: the text has {len(token_ids)} tokens, fewer than "
+            f"batch_size x speed.prompt_tokens = {needed}; valid: batch_size x speed.prompt_tokens <= {len(token_ids)}"
         )
     return torch.tensor(token_ids[:needed], dtype=torch.long).reshape(batch_size, prompt_tokens)

@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 import transformers
@@ -53,10 +54,24 @@ def _convert_gguf(source: ModelSource, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _check_model_dir(source: ModelSource) -> None:
+    """A local folder without ``config.json`` is no Hugging Face checkpoint: say what would be valid."""
+    folder = Path(source.location)
+    if not source.is_local or (folder / "config.json").is_file():
+        return
+    ggufs = sorted(p.name for p in folder.glob("*.gguf"))
+    hint = f"; it holds GGUF files {ggufs}: name one as model.gguf_file" if ggufs else ""
+    raise EvalbenchError(
+        f"model.path={source.location!r} is not a model directory: it has no config.json{hint}; valid: a Hugging "
+        "Face checkpoint directory (config.json and weights), or a directory and model.gguf_file"
+    )
+
+
 def checkpoint_dir(cfg: ModelConfig, cache_dir: str | Path) -> tuple[str, ModelSource]:
     """The directory or hub id to load with ``from_pretrained``, converting a GGUF file on first use."""
     source = resolve_source(cfg)
     if source.gguf_file is None:
+        _check_model_dir(source)
         return source.location, source
     if source.gguf_path is None:
         raise EvalbenchError(f"model.gguf_file needs a local model.path; {source.location!r} is a hub id")
@@ -67,14 +82,25 @@ def checkpoint_dir(cfg: ModelConfig, cache_dir: str | Path) -> tuple[str, ModelS
     return str(target), source
 
 
-def load_model(cfg: ModelConfig, cache_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelSource]:
-    """Load the model in FP32 eval mode and its tokenizer."""
-    location, source = checkpoint_dir(cfg, cache_dir)
-    kwargs = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+def _from_pretrained(loader: Any, cfg: ModelConfig, location: str, **kwargs: Any) -> Any:
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32, **kwargs)
-    except OSError as exc:
+        return loader.from_pretrained(
+            location, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, **kwargs
+        )
+    except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise EvalbenchError(f"model.path={cfg.path or location!r} could not be loaded: {first_line}") from exc
+
+
+def load_tokenizer(cfg: ModelConfig, cache_dir: str | Path) -> tuple[PreTrainedTokenizerBase, ModelSource]:
+    """The model's Hugging Face tokenizer: it makes the token ids every backend is fed."""
+    location, source = checkpoint_dir(cfg, cache_dir)
+    return _from_pretrained(AutoTokenizer, cfg, location), source
+
+
+def load_model(cfg: ModelConfig, cache_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelSource]:
+    """Load the model in FP32 eval mode and its tokenizer."""
+    tokenizer, source = load_tokenizer(cfg, cache_dir)
+    location, _ = checkpoint_dir(cfg, cache_dir)
+    model = _from_pretrained(AutoModelForCausalLM, cfg, location, dtype=torch.float32)
     return model.eval(), tokenizer, source

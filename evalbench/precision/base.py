@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -15,10 +16,14 @@ from evalbench.errors import PrecisionError
 class Precision:
     """A numeric format a model is converted to before it is measured.
 
-    Subclasses set ``name`` and ``scheme`` and implement :meth:`apply`; each one is
-    also the typed Hydra config of its ``conf/precision/<name>.yaml`` file.
+    Subclasses set ``name``, ``scheme`` and ``weight_bits`` and implement :meth:`apply`; each
+    one is also the typed Hydra config of its ``conf/precision/<name>.yaml`` file. ``backend``
+    names the runtime whose precision it is (``evalbench/backends/<backend>``).
     """
 
+    backend: ClassVar[str] = "torch"
+    weight_bits: ClassVar[int] = 32
+    activations_quantized: ClassVar[bool] = False
     name: str = "fp32"
     scheme: str = "none"
     skip_modules: list[str] = field(default_factory=lambda: ["lm_head"])
@@ -39,6 +44,8 @@ class Precision:
         return {
             "precision": self.name,
             "scheme": self.scheme,
+            "weight_bits": self.weight_bits,
+            "activations_quantized": self.activations_quantized,
             "skip_modules": list(self.skip_modules),
             "implementation": self.implementation(),
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -14,6 +15,7 @@ from evalbench.precision.base import Precision
 class BF16(Precision):
     """Every parameter cast to bfloat16; matmuls run in oneDNN's bf16 kernels."""
 
+    weight_bits: ClassVar[int] = 16
     name: str = "bf16"
     scheme: str = "bf16"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -43,6 +44,7 @@ class Int4WeightOnlyLinear(QuantizedLinear):
 class Int4WeightOnly(Precision):
     """Group-wise int4 weights (``group_size`` inputs share a scale and zero); the rest in bf16."""
 
+    weight_bits: ClassVar[int] = 4
     name: str = "int4"
     scheme: str = "int4_weight_only_groupwise"
     group_size: int = 32

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -28,6 +29,7 @@ class Int8WeightOnlyLinear(QuantizedLinear):
 class Int8WeightOnly(Precision):
     """Symmetric per-output-channel int8 weights; the rest of the model in bf16."""
 
+    weight_bits: ClassVar[int] = 8
     name: str = "int8"
     scheme: str = "int8_weight_only_per_channel"
 

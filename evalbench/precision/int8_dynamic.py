@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -56,6 +57,8 @@ class Int8DynamicLinear(QuantizedLinear):
 class Int8Dynamic(Precision):
     """W8A8: int8 per-channel weights, int8 per-token activations, int32 accumulation, fp32 elsewhere."""
 
+    weight_bits: ClassVar[int] = 8
+    activations_quantized: ClassVar[bool] = True
     name: str = "int8_dynamic"
     scheme: str = "int8_dynamic_per_token_activation_per_channel_weight"
     reduce_range: str = "weights"  # which operand is 7-bit: weights | activations | none (VNNI only)

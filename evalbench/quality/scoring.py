@@ -1,15 +1,15 @@
 """One pass over the scored tokens gives perplexity and, against the stored reference, the distribution metrics.
 
-Both are computed on the converted model, once per model, precision and token set (reused
-across threads and batch sizes unless ``perplexity.reuse=false``). The reference
-distributions come from the model at ``quality.reference`` precision: built in the same
-pass when this run is at that precision, else from the FP32 model before conversion,
-and stored so that no other run computes them again.
+Both are computed through the backend on the converted model, once per model, backend,
+precision and token set (reused across threads and batch sizes unless
+``perplexity.reuse=false``). The reference distributions come from the torch backend at
+``quality.reference`` precision, whatever backend a run measures: built in the same pass when
+this run is that configuration, else by loading it before this run loads its own model, and
+stored so that no other run computes them again.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,11 +19,18 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
+from evalbench.backends.base import Backend
 from evalbench.config import CONFIG_DIR
 from evalbench.metrics.divergence import Reference, TokenComparison, compare, summarize
-from evalbench.metrics.perplexity import Corpus, ScoredText, scored_text, target_nlls, window_log_probs
+from evalbench.metrics.perplexity import (
+    Corpus,
+    LogProbs,
+    ScoredText,
+    scored_text,
+    target_nlls,
+    window_log_probs,
+)
 from evalbench.metrics.perplexity import summarize as summarize_perplexity
 from evalbench.precision.base import Precision
 from evalbench.quality import cache
@@ -32,7 +39,9 @@ from evalbench.quality.reference import ReferenceStore
 
 def reference_precision(name: str) -> Precision:
     """The precision ``conf/precision/<name>.yaml`` describes, with its default settings."""
-    return instantiate(OmegaConf.load(CONFIG_DIR / "precision" / f"{name}.yaml"))
+    node = OmegaConf.load(CONFIG_DIR / "precision" / f"{name}.yaml")
+    node.pop("defaults", None)  # the backend it selects: the reference is always computed by torch
+    return instantiate(node)
 
 
 @dataclass
@@ -46,12 +55,15 @@ class ScoringPlan:
     reuse: bool
     store: ReferenceStore | None  # None: no distribution metrics
     reference: Precision | None
-    same_as_reference: bool  # this run is at the reference precision: it builds the reference itself
+    same_as_reference: bool  # this run is the reference configuration: it builds the reference itself
     top_k: int
     tail_samples: int
 
 
-def plan(cfg: DictConfig, results_dir: Path, corpus: Corpus, location: str, precision: dict[str, Any]) -> ScoringPlan:
+def plan(
+    cfg: DictConfig, results_dir: Path, corpus: Corpus, location: str, configuration: dict[str, Any]
+) -> ScoringPlan:
+    """``configuration``: the precision's fields, ``backend`` and the backend's settings."""
     ppl_cfg, quality = cfg.perplexity, cfg.quality
     stride = ppl_cfg.stride or ppl_cfg.context
     scored = scored_text(corpus, ppl_cfg.max_tokens)
@@ -70,9 +82,10 @@ def plan(cfg: DictConfig, results_dir: Path, corpus: Corpus, location: str, prec
         key = cache.cache_key(
             {**common, "reference": reference_fields, "top_k": quality.top_k, "tail_samples": quality.tail_samples}
         )
-        store, same = ReferenceStore.under(results_dir, key), reference_fields == precision
-    # every field of the precision: any of them can change the scores
-    key = cache.cache_key({**common, "precision": precision, "reference": store and store.key})
+        same = {**reference_fields, "backend": "torch"} == configuration
+        store = ReferenceStore.under(results_dir, key)
+    # every field of the precision and backend: any of them can change the scores
+    key = cache.cache_key({**common, "precision": configuration, "reference": store and store.key})
     return ScoringPlan(
         scored, ppl_cfg.context, stride, key, ppl_cfg.reuse, store, reference, same, quality.top_k, quality.tail_samples
     )
@@ -90,21 +103,21 @@ def reuse_cached(plan: ScoringPlan, results_dir: Path, record: dict[str, Any]) -
 
 
 def _score(
-    model: nn.Module, plan: ScoringPlan, reference: Reference | None, build: bool
+    log_probs: LogProbs, plan: ScoringPlan, reference: Reference | None, build: bool
 ) -> tuple[dict[str, Any], Reference | None]:
     """One pass: perplexity, and the distribution metrics against ``reference`` (or the one built on the way)."""
     nlls, comparisons, built, offset = [], [], [], 0
     generator = torch.Generator().manual_seed(0)  # the tail samples: the same reference from the same model
-    for log_probs, targets in window_log_probs(model, plan.scored, plan.context, plan.stride):
-        nlls.append(target_nlls(log_probs, targets))
+    for rows_log_probs, targets in window_log_probs(log_probs, plan.scored, plan.context, plan.stride):
+        nlls.append(target_nlls(rows_log_probs, targets))
         rows = None
         if build:
-            rows = Reference.from_log_probs(log_probs, targets, plan.top_k, plan.tail_samples, generator)
+            rows = Reference.from_log_probs(rows_log_probs, targets, plan.top_k, plan.tail_samples, generator)
             built.append(rows)
         elif reference is not None:
             rows = reference.rows(offset, offset + targets.numel())
         if rows is not None:
-            comparisons.append(compare(log_probs, targets, rows))
+            comparisons.append(compare(rows_log_probs, targets, rows))
         offset += targets.numel()
     result = summarize_perplexity(torch.cat(nlls), plan.scored, plan.context, plan.stride).to_record()
     if comparisons:
@@ -112,10 +125,10 @@ def _score(
     return result, Reference.concat(built) if built else None
 
 
-def _build_reference(plan: ScoringPlan, model: nn.Module, run_id: str) -> dict[str, Any]:
-    """Score ``model`` at the reference precision and store the reference; its result too."""
+def _build_reference(plan: ScoringPlan, log_probs: LogProbs, run_id: str) -> dict[str, Any]:
+    """Score at the reference precision and store the reference; its result too."""
     started = time.perf_counter()
-    result, reference = _score(model, plan, None, build=True)
+    result, reference = _score(log_probs, plan, None, build=True)
     meta = {
         "computed_by": run_id,
         "precision": plan.reference.describe(),
@@ -141,41 +154,41 @@ def _reference_fields(plan: ScoringPlan, meta: dict[str, Any], computed_here: bo
     }
 
 
-def prepare_reference(plan: ScoringPlan, fp32_model: nn.Module | Callable[[], nn.Module], run_id: str) -> bool:
-    """Before conversion: store the reference from the FP32 model if it is missing and this run cannot build it.
+def prepare_reference(plan: ScoringPlan, reference_backend: Callable[[Precision], Backend], run_id: str) -> bool:
+    """Before this run loads its own model: store the reference if it is missing and this run cannot build it.
 
-    ``fp32_model`` may be a function that loads it, called only when the reference is missing.
-    Returns whether this run computed it.
+    ``reference_backend`` makes the (torch) backend at the reference precision, loaded only when
+    the reference is missing. Returns whether this run computed it.
     """
     if plan.store is None or plan.same_as_reference:
         return False
     with plan.store.lock():
         if plan.store.exists():
             return False
-        fresh = not isinstance(fp32_model, nn.Module)
-        model = fp32_model() if fresh else fp32_model
-        if plan.reference.describe()["precision"] != "fp32":  # converted on a copy: the run converts its own
-            model = plan.reference.apply(model if fresh else copy.deepcopy(model))
-        _build_reference(plan, model, run_id)
+        backend = reference_backend(plan.reference)
+        try:
+            _build_reference(plan, backend.log_probs, run_id)
+        finally:
+            backend.close()
         return True
 
 
 def score(
-    plan: ScoringPlan, model: nn.Module, record: dict[str, Any], results_dir: Path, computed_here: bool = False
+    plan: ScoringPlan, log_probs: LogProbs, record: dict[str, Any], results_dir: Path, computed_here: bool = False
 ) -> None:
-    """Score the converted ``model`` and put perplexity and distribution metrics into ``record``."""
+    """Score through ``log_probs`` (a backend's) and put perplexity and distribution metrics into ``record``."""
     started = time.perf_counter()
     if plan.store is None:
-        result, _ = _score(model, plan, None, build=False)
+        result, _ = _score(log_probs, plan, None, build=False)
     elif plan.same_as_reference:
         with plan.store.lock():
             if plan.store.exists():
-                result, _ = _score(model, plan, plan.store.load(), build=False)
+                result, _ = _score(log_probs, plan, plan.store.load(), build=False)
             else:
-                result = _build_reference(plan, model, record["run_id"])
+                result = _build_reference(plan, log_probs, record["run_id"])
                 computed_here = True
     else:
-        result, _ = _score(model, plan, plan.store.load(), build=False)
+        result, _ = _score(log_probs, plan, plan.store.load(), build=False)
     if plan.store is not None:
         result.update(_reference_fields(plan, plan.store.meta(), computed_here))
     record.update(result, perplexity_time_s=time.perf_counter() - started, perplexity_from_run=None)

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 import yaml
 from omegaconf import DictConfig
-from torch import nn
 
+from evalbench.backends.base import Backend
 from evalbench.dataset.text import offline
 from evalbench.errors import one_line
 from evalbench.quality import cache
@@ -150,7 +150,7 @@ def _evaluate(task: TaskSpec, lm: Any, quality: DictConfig) -> dict[str, Any]:
 
 def run_tasks(
     tasks: list[TaskSpec],
-    model: nn.Module,
+    backend: Backend,
     tokenizer: Any,
     quality: DictConfig,
     record: dict[str, Any],
@@ -158,7 +158,7 @@ def run_tasks(
     location: str,
     precision: dict[str, Any],
 ) -> None:
-    """Run each task on ``model`` (reusing earlier scores for the same precision) and add its columns to ``record``."""
+    """Run each task on the backend's model (reusing earlier scores of the same configuration); add its columns."""
     lm = None
     for task in tasks:
         prefix = f"task.{task.name}"
@@ -171,9 +171,7 @@ def run_tasks(
         started = time.perf_counter()
         try:
             if lm is None:
-                from lm_eval.models.huggingface import HFLM
-
-                lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=quality.batch_size)
+                lm = backend.lm_eval_model(tokenizer, quality.batch_size)
             columns = _evaluate(task, lm, quality)
         except Exception as exc:
             _fail(record, task.name, f"quality.tasks: {task.name} failed: {type(exc).__name__}: {one_line(exc)}")

@@ -33,7 +33,7 @@ def run_report(cfg: DictConfig) -> dict[str, object]:
     import warnings
 
     from evalbench.report.export import write_report
-    from evalbench.results import load_results
+    from evalbench.results import load_results, writable_folder
 
     results_dir = Path(to_absolute_path(cfg.results_dir))
     if not results_dir.is_dir():
@@ -50,10 +50,12 @@ def run_report(cfg: DictConfig) -> dict[str, object]:
             f"results_dir={cfg.results_dir!r} holds no records (expected {results_dir}/records/*.json)"
         )
     targets = Targets(**{f.name: cfg[f.name] for f in fields(Targets)})
-    return write_report(df, Path(to_absolute_path(cfg.output_dir)), targets, png=cfg.png)
+    output_dir = writable_folder(Path(to_absolute_path(cfg.output_dir)), "output_dir", cfg.output_dir)
+    return write_report(df, output_dir, targets, png=cfg.png)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="report")
+# Its own folder: the main app's groups (quality, model, ...) would capture report keys of the same name.
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR / "report"), config_name="report")
 def _app(cfg: DictConfig) -> None:
     try:
         outcome = run_report(cfg)

@@ -16,7 +16,9 @@ log = logging.getLogger(__name__)
 PNG_HINT = "pip install kaleido and a Chrome or Chromium browser (Debian: apt-get install chromium)"
 SUMMARY_COLUMNS = [
     "model",
+    "backend",
     "precision",
+    "weight_bits",
     "threads",
     "batch_size",
     "perplexity",

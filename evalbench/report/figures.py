@@ -6,11 +6,14 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from evalbench.analysis.objectives import PRECISION_ORDER
+from evalbench.analysis.objectives import configuration_order
 from evalbench.analysis.recommend import QualityFloor
 
-ORDER = {"precision": PRECISION_ORDER}
-HOVER = ["precision", "threads", "batch_size", "perplexity", "decode_tokens_per_s", "prefill_tokens_per_s"]
+HOVER = ["configuration", "threads", "batch_size", "perplexity", "decode_tokens_per_s", "prefill_tokens_per_s"]
+
+
+def _order(runs: pd.DataFrame) -> dict[str, list[str]]:
+    return {"configuration": configuration_order(runs)}
 
 
 def _group_label(df: pd.DataFrame) -> pd.Series:
@@ -27,10 +30,10 @@ def quality_vs_speed(
         runs,
         x="decode_tokens_per_s",
         y=metric,
-        color="precision",
+        color="configuration",
         symbol="batch_size",
         hover_data=HOVER,
-        category_orders=ORDER,
+        category_orders=_order(runs),
         labels={"decode_tokens_per_s": "decode tokens/s", "ppl_ratio": "perplexity / baseline"},
     )
     line = frontier.sort_values("decode_tokens_per_s")
@@ -65,9 +68,9 @@ def quality_vs_speed(
 
 
 def speed_vs_threads(runs: pd.DataFrame) -> go.Figure:
-    """Decode and prefill throughput against thread count, one line per precision."""
+    """Decode and prefill throughput against thread count, one line per configuration (backend and precision)."""
     long = runs.melt(
-        id_vars=["precision", "threads", "batch_size", "model", "env.machine_id"],
+        id_vars=["configuration", "threads", "batch_size", "model", "env.machine_id"],
         value_vars=["decode_tokens_per_s", "prefill_tokens_per_s"],
         var_name="phase",
         value_name="tokens_per_s",
@@ -77,12 +80,12 @@ def speed_vs_threads(runs: pd.DataFrame) -> go.Figure:
         long,
         x="threads",
         y="tokens_per_s",
-        color="precision",
+        color="configuration",
         facet_col="phase",
         facet_row="group",
         markers=True,
         labels={"tokens_per_s": "tokens/s"},
-        category_orders=ORDER,
+        category_orders=_order(runs),
     )
     fig.update_yaxes(matches=None, showticklabels=True)
     fig.update_xaxes(tickvals=sorted(runs["threads"].unique()))
@@ -90,9 +93,9 @@ def speed_vs_threads(runs: pd.DataFrame) -> go.Figure:
 
 
 def throughput_vs_batch(runs: pd.DataFrame) -> go.Figure:
-    """Decode throughput against batch size, one line per precision and thread count; the roofline dashed."""
+    """Decode throughput against batch size, one line per configuration and thread count; the roofline dashed."""
     table = runs.assign(
-        group=_group_label(runs), series=runs["precision"] + ", " + runs["threads"].astype(str) + " thr"
+        group=_group_label(runs), series=runs["configuration"] + ", " + runs["threads"].astype(str) + " thr"
     )
     measures = ["decode_tokens_per_s"]
     if "roofline_tokens_per_s" in table and table["roofline_tokens_per_s"].notna().any():
@@ -115,13 +118,13 @@ def throughput_vs_batch(runs: pd.DataFrame) -> go.Figure:
 
 
 def memory_by_precision(runs: pd.DataFrame) -> go.Figure:
-    """Weight bytes and peak resident memory per precision (the largest over threads and batch sizes)."""
-    table = runs.groupby(["model", "env.machine_id", "precision"], as_index=False)[
-        ["weight_bytes", "peak_rss_bytes"]
-    ].max()
-    long = table.melt(id_vars=["model", "env.machine_id", "precision"], var_name="memory", value_name="bytes")
+    """Weight bytes and peak resident memory per configuration (the largest over threads and batch sizes)."""
+    keys = ["model", "env.machine_id", "configuration"]
+    table = runs.groupby(keys, as_index=False)[["weight_bytes", "peak_rss_bytes"]].max()
+    long = table.melt(id_vars=keys, var_name="memory", value_name="bytes")
     long["group"] = _group_label(long)
     fig = px.bar(
-        long, x="precision", y="bytes", color="memory", barmode="group", facet_col="group", category_orders=ORDER
-    )
+        long, x="configuration", y="bytes", color="memory", barmode="group", facet_col="group",
+        category_orders=_order(runs),
+    )  # fmt: skip
     return fig.update_layout(title="Memory per precision")

@@ -1,0 +1,101 @@
+"""The interface every runtime implements: one model at one precision, loaded, scored and timed.
+
+Quality and speed code above this layer never knows which runtime it talks to. The scored
+tokens are the same for every backend: the model's Hugging Face tokenizer makes the ids once
+and every backend is fed those ids.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from hydra.utils import get_class
+
+from evalbench.metrics.speed import GenerationTiming
+
+
+@dataclass
+class BackendConfig:
+    """Settings every backend has; each backend's config (``backends/<name>/config.py``) extends it.
+
+    ``conf/backend/<name>.yaml`` instantiates the config through its ``_target_``; the config
+    validates its values at construction and names the :class:`Backend` class it builds.
+    """
+
+    backend_class: ClassVar[str]
+    name: ClassVar[str]
+
+    def describe(self) -> dict[str, Any]:
+        """The settings recorded with each run (``backend.<field>``)."""
+        return {f"backend.{key}": value for key, value in asdict(self).items()}
+
+    def build(self, precision: Any, model_cfg: Any, cache_dir: Path) -> Backend:
+        """The backend, holding nothing yet: :meth:`Backend.load` loads the model."""
+        return get_class(self.backend_class)(self, precision, model_cfg, cache_dir)
+
+
+class Backend(ABC):
+    """A runtime holding one model at one precision.
+
+    Life cycle: ``load`` (prepare and cache files, then load), ``set_threads``, then any
+    number of ``log_probs`` and ``generate`` calls, ``close``.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, config: BackendConfig, precision: Any, model_cfg: Any, cache_dir: Path) -> None:
+        self.config, self.precision, self.model_cfg, self.cache_dir = config, precision, model_cfg, cache_dir
+
+    @abstractmethod
+    def version(self) -> str:
+        """The runtime's name and version, recorded as ``backend_version``."""
+
+    @abstractmethod
+    def load(self, tokenizer: Any) -> dict[str, Any]:
+        """Prepare the model at the precision (converting and caching on disk once, behind a lock) and load it.
+
+        ``tokenizer`` is the model's Hugging Face tokenizer: a backend with its own vocabulary
+        checks that it matches and raises :class:`~evalbench.errors.EvalbenchError` otherwise.
+        Returns record fields (``load_time_s``, ``convert_time_s``, ``model_file``, ...).
+        """
+
+    @abstractmethod
+    def set_threads(self, threads: int) -> dict[str, Any]:
+        """Use ``threads`` threads, verify the runtime took them, and return the record fields saying so."""
+
+    @abstractmethod
+    def log_probs(self, window: torch.Tensor) -> torch.Tensor:
+        """Next-token log-probabilities ``[n, vocab]`` (float32) at each position of ``window`` ``[n]`` (int64).
+
+        Row ``t`` is the distribution of the token after ``window[t]``, with ``window[:t+1]`` as
+        context and nothing before the window (a fresh sequence per call).
+        """
+
+    @abstractmethod
+    def generate(self, prompts: torch.Tensor, new_tokens: int) -> GenerationTiming:
+        """Greedily generate exactly ``new_tokens`` tokens after each row of ``prompts`` ``[batch, prompt]``.
+
+        The rows are different sequences decoded together. The clock is stamped when each
+        token is produced (the first stamp closes the prefill); never stops early on EOS.
+        """
+
+    @abstractmethod
+    def weight_bytes(self) -> int:
+        """Bytes of the weights as held in memory (mapped or resident)."""
+
+    @abstractmethod
+    def decode_bytes_per_step(self, batch_size: int, context_tokens: float) -> dict[str, float]:
+        """Bytes one decode step reads: ``weights``, ``kv_cache`` (at ``context_tokens`` per sequence), ``total``."""
+
+    def lm_eval_model(self, tokenizer: Any, batch_size: int) -> Any:
+        """An lm-evaluation-harness model (``lm_eval.api.model.LM``) over this backend, for ``quality.tasks``."""
+        from evalbench.quality.lm_eval_model import BackendLM
+
+        return BackendLM(self, tokenizer, batch_size)
+
+    def close(self) -> None:  # noqa: B027 - optional: most backends free on garbage collection
+        """Release the model."""

@@ -1,0 +1,77 @@
+"""Eager PyTorch: the FP32 checkpoint loaded through Transformers and converted to the precision in memory."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import transformers
+
+from evalbench.backends.base import Backend
+from evalbench.errors import EvalbenchError
+from evalbench.metrics.bandwidth import bytes_per_decode_step
+from evalbench.metrics.memory import weight_bytes
+from evalbench.metrics.speed import GenerationTiming, time_generation
+from evalbench.model.loader import load_model
+
+
+def forward_log_probs(model: torch.nn.Module, window: torch.Tensor) -> torch.Tensor:
+    """Next-token log-probabilities ``[n, vocab]`` (float32) at each position of ``window``, in one forward pass."""
+    with torch.inference_mode():
+        logits = model(input_ids=window.unsqueeze(0), use_cache=False).logits[0].float()
+    return torch.log_softmax(logits, dim=-1)
+
+
+def model_log_probs(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``model`` as the scoring function the perplexity and divergence code takes."""
+    return functools.partial(forward_log_probs, model)
+
+
+class TorchBackend(Backend):
+    """A Transformers model at one of evalbench's torch precisions."""
+
+    name = "torch"
+    model: torch.nn.Module
+
+    def version(self) -> str:
+        return f"torch {torch.__version__}, transformers {transformers.__version__}"
+
+    def load(self, tokenizer: Any) -> dict[str, Any]:
+        started = time.perf_counter()
+        model, _, _ = load_model(self.model_cfg, self.cache_dir)
+        loaded = time.perf_counter()
+        parameters = sum(p.numel() for p in model.parameters())
+        self.model = self.precision.apply(model)
+        return {
+            "load_time_s": loaded - started,
+            "convert_time_s": time.perf_counter() - loaded,
+            "parameters": parameters,
+        }
+
+    def set_threads(self, threads: int) -> dict[str, Any]:
+        torch.set_num_threads(threads)
+        actual = torch.get_num_threads()
+        if actual != threads:
+            raise EvalbenchError(f"threads={threads} could not be set: torch.get_num_threads() reports {actual}")
+        return {"torch_num_threads": actual}
+
+    def log_probs(self, window: torch.Tensor) -> torch.Tensor:
+        return forward_log_probs(self.model, window)
+
+    def generate(self, prompts: torch.Tensor, new_tokens: int) -> GenerationTiming:
+        return time_generation(self.model, prompts, new_tokens)
+
+    def weight_bytes(self) -> int:
+        return weight_bytes(self.model)
+
+    def decode_bytes_per_step(self, batch_size: int, context_tokens: float) -> dict[str, float]:
+        return bytes_per_decode_step(self.model, batch_size, context_tokens)
+
+    def lm_eval_model(self, tokenizer: Any, batch_size: int) -> Any:
+        """lm-eval's own Hugging Face wrapper around the converted model in memory."""
+        from lm_eval.models.huggingface import HFLM
+
+        return HFLM(pretrained=self.model, tokenizer=tokenizer, batch_size=batch_size)

@@ -1,0 +1,186 @@
+"""The llama.cpp backend on the tiny Llama: GGUF conversion, log-probs against torch, batched greedy decoding."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import gguf
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("llama_cpp")
+
+from evalbench.backends.llama_cpp.backend import LlamaCppBackend
+from evalbench.backends.llama_cpp.config import LlamaCppConfig
+from evalbench.backends.llama_cpp.convert import f32_from_gguf, prepared_gguf
+from evalbench.config import ModelConfig
+from evalbench.errors import EvalbenchError, PrecisionError
+from evalbench.precision.gguf import GGUF_TYPES, GGUFType
+
+EXACT = {"kv_cache_type": "f32", "flash_attn": "off"}  # no f16 rounding of the KV cache
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("llama-cpp-cache")
+
+
+@pytest.fixture(scope="module")
+def window(tiny_tokenizer, wikitext) -> torch.Tensor:
+    return torch.tensor(tiny_tokenizer(wikitext[:20_000], add_special_tokens=False)["input_ids"][:300])
+
+
+def loaded(model_dir, tokenizer, cache_dir, precision: str = "f32", **config) -> LlamaCppBackend:
+    backend = LlamaCppConfig(**config).build(
+        GGUFType(precision), ModelConfig(name="tiny", path=str(model_dir)), cache_dir
+    )
+    assert isinstance(backend, LlamaCppBackend)
+    backend.load(tokenizer)
+    backend.set_threads(1)  # no spinning thread barriers on a busy shared machine
+    return backend
+
+
+def torch_log_probs(model, window: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return torch.log_softmax(model(input_ids=window[None]).logits[0].float(), dim=-1)
+
+
+@pytest.mark.parametrize(
+    ("config", "tolerance"),
+    [
+        ({}, 1e-3),  # llama.cpp's defaults: f16 KV cache
+        (EXACT, 1e-5),
+        ({**EXACT, "n_ctx": 64, "n_batch": 32, "n_ubatch": 16}, 1e-5),  # several decode calls, the context grown
+    ],
+)
+def test_f32_log_probs_match_torch(tiny_model_dir, tiny_tokenizer, tiny_model, cache_dir, window, config, tolerance):
+    backend = loaded(tiny_model_dir, tiny_tokenizer, cache_dir, **config)
+    ours = backend.log_probs(window)
+    assert ours.shape == (len(window), len(tiny_tokenizer)) and ours.dtype == torch.float32
+    assert (ours - torch_log_probs(tiny_model, window)).abs().max() < tolerance
+    assert torch.equal(backend.log_probs(window), ours)  # a fresh sequence each call
+    backend.close()
+
+
+def test_tied_embeddings_write_no_output_tensor(tiny_model_dir, tiny_tokenizer, tmp_path, window):
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    untied = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    config = untied.config
+    config.tie_word_embeddings = True
+    torch.manual_seed(1)
+    folder = tmp_path / "tied"
+    LlamaForCausalLM(config).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_model_dir / name, folder / name)
+    tied = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    backend = loaded(folder, tiny_tokenizer, tmp_path / "cache", **EXACT)
+    assert "output.weight" not in backend.tensor_bytes
+    assert (backend.log_probs(window) - torch_log_probs(tied, window)).abs().max() < 1e-5
+    step = backend.decode_bytes_per_step(3, 100)
+    assert step["weights"] == backend.weight_bytes()  # the embedding is read whole: it is the output projection
+    backend.close()
+
+
+def test_quantized_types_are_close_but_not_exact(tiny_model_dir, tiny_tokenizer, cache_dir, window):
+    errors, sizes = {}, {}
+    reference = None
+    for name in ("f32", "q8_0", "q4_0"):
+        backend = loaded(tiny_model_dir, tiny_tokenizer, cache_dir, name, **EXACT)
+        ours = backend.log_probs(window)
+        reference = ours if reference is None else reference
+        errors[name] = (ours - reference).abs().mean().item()
+        sizes[name] = backend.weight_bytes()
+        backend.close()
+    assert 0 < errors["q8_0"] < 0.01 and errors["q8_0"] < errors["q4_0"] < 0.1, errors
+    assert sizes["q4_0"] < sizes["q8_0"] < sizes["f32"], sizes
+
+
+def test_generate_batches_different_prompts(tiny_model_dir, tiny_tokenizer, tiny_model, cache_dir, window):
+    backend = loaded(tiny_model_dir, tiny_tokenizer, cache_dir, **EXACT)
+    prompts, new = window[:60].reshape(3, 20), 12
+    timing = backend.generate(prompts, new)
+    together = backend.last_tokens
+    assert together.shape == (3, new) and len(timing.step_latencies_s) == new - 1
+    assert timing.ttft_s > 0 and timing.decode_s == pytest.approx(sum(timing.step_latencies_s))
+    for row in range(3):
+        alone = backend.generate(prompts[row : row + 1], new)
+        assert len(alone.step_latencies_s) == new - 1
+        assert torch.equal(backend.last_tokens[0], together[row])
+        continued = torch.cat([prompts[row], together[row]])
+        with torch.inference_mode():
+            greedy = tiny_model(input_ids=continued[None]).logits[0, 19:-1].argmax(-1)
+        assert torch.equal(greedy, together[row])  # each token is torch's argmax given the ones before
+    backend.generate(prompts, new)
+    assert torch.equal(backend.last_tokens, together)  # the KV cache is cleared between calls
+    backend.close()
+
+
+def test_threads_bytes_and_version(tiny_model_dir, tiny_tokenizer, cache_dir):
+    backend = loaded(tiny_model_dir, tiny_tokenizer, cache_dir)
+    assert backend.set_threads(2) == {"n_threads": 2, "n_threads_batch": 2}
+    assert backend.version().startswith("llama-cpp-python 0.")
+    assert backend.config.describe()["backend.kv_cache_type"] == "f16"
+    embedding = backend.tensor_bytes["token_embd.weight"]
+    step = backend.decode_bytes_per_step(3, 100)
+    assert step["weights"] == backend.weight_bytes() - embedding + 3 * embedding / len(tiny_tokenizer)
+    assert step["kv_cache"] == 3 * 100 * 2 * 2 * 2 * 16 * 2  # K and V, 2 layers, 2 KV heads of 16, f16
+    assert step["total"] == step["weights"] + step["kv_cache"]
+    backend.close()
+
+
+def test_f32_from_gguf_dequantizes_and_keeps_metadata(tiny_model_dir, cache_dir, tmp_path):
+    source, _ = prepared_gguf(ModelConfig(name="tiny", path=str(tiny_model_dir)), GGUFType("q8_0"), cache_dir)
+    f32_from_gguf(source, tmp_path / "f32.gguf")
+    quantized, written = gguf.GGUFReader(source), gguf.GGUFReader(tmp_path / "f32.gguf")
+    assert written.get_field(gguf.Keys.General.FILE_TYPE).contents() == gguf.LlamaFileType.ALL_F32
+    tokens = gguf.Keys.Tokenizer.LIST
+    assert written.get_field(tokens).contents() == quantized.get_field(tokens).contents()
+    for ours, theirs in zip(written.tensors, quantized.tensors, strict=True):
+        assert ours.name == theirs.name and ours.tensor_type == gguf.GGMLQuantizationType.F32
+        np.testing.assert_array_equal(ours.data, gguf.quants.dequantize(theirs.data, theirs.tensor_type))
+
+
+def test_wrong_precision_and_config_values_fail_with_the_valid_ones():
+    with pytest.raises(PrecisionError, match="valid") as error:
+        GGUFType(name="q3_x")
+    assert all(name in str(error.value) for name in GGUF_TYPES)
+    with pytest.raises(EvalbenchError, match=r"backend.kv_cache_type=q4 is invalid; valid: \['f16', 'f32'\]"):
+        LlamaCppConfig(kv_cache_type="q4")
+    with pytest.raises(EvalbenchError, match=r"backend\.n_ubatch=1024 is invalid"):
+        LlamaCppConfig(n_batch=512, n_ubatch=1024)
+
+
+def test_a_different_vocabulary_fails_in_one_line(tiny_model_dir, tiny_tokenizer, cache_dir, tmp_path):
+    from transformers import PreTrainedTokenizerFast
+
+    spec = json.loads((tiny_model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = spec["model"]["vocab"]
+    first, second = (text for text, i in vocab.items() if i in (34, 68))  # ids the backend compares
+    vocab[first], vocab[second] = vocab[second], vocab[first]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    swapped = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    backend = LlamaCppBackend(
+        LlamaCppConfig(), GGUFType("f32"), ModelConfig(name="tiny", path=str(tiny_model_dir)), cache_dir
+    )
+    with pytest.raises(EvalbenchError, match=r"token 34 is .* in the GGUF but .* in the model's tokenizer") as error:
+        backend.load(swapped)
+    assert "\n" not in str(error.value)
+    backend.close()
+
+
+def test_non_llama_checkpoint_fails_in_one_line(tiny_model_dir, tiny_tokenizer, tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    folder = tmp_path / "gpt2"
+    GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(tiny_tokenizer), n_positions=64, n_embd=32, n_layer=1, n_head=2)
+    ).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_model_dir / name, folder / name)
+    backend = LlamaCppBackend(LlamaCppConfig(), GGUFType("q8_0"), ModelConfig(name="g", path=str(folder)), tmp_path)
+    with pytest.raises(EvalbenchError, match="only for Llama-architecture HF checkpoints") as error:
+        backend.load(tiny_tokenizer)
+    assert "backend.gguf_file=" in str(error.value) and "\n" not in str(error.value)
