@@ -19,8 +19,9 @@ import sys
 import pandas as pd
 
 import evalbench
+from evalbench.analysis.objectives import with_configurations
 
-KEYS = ["model", "precision", "threads", "batch_size"]
+KEYS = ["model", "backend", "precision", "threads", "batch_size"]
 FIGURE = "decode_tokens_per_s"
 
 
@@ -33,7 +34,7 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 when the recommendations differ")
     args = parser.parse_args()
 
-    runs = [evalbench.load_results(folder) for folder in (args.first, args.second)]
+    runs = [with_configurations(evalbench.load_results(folder)) for folder in (args.first, args.second)]
     columns = [*KEYS, FIGURE, f"{FIGURE}_ci_low", f"{FIGURE}_ci_high", f"{FIGURE}_cv"]
     a, b = (r[r.status == "ok"][columns] for r in runs)
     both = a.merge(b, on=KEYS, suffixes=("_a", "_b"))
