@@ -221,7 +221,11 @@ def _time_generation(cfg: DictConfig, record: dict[str, Any], backend: Backend, 
 def _record_roofline(cfg: DictConfig, record: dict[str, Any], backend: Backend) -> None:
     """Decode tokens/s <= bandwidth x batch / bytes per step, at the mean context of the timed steps."""
     bandwidth = read_bandwidth(_cache_dir(cfg), fingerprint()["machine_id"], cfg.threads, cfg.speed.remeasure_bandwidth)
-    record.update(memory_bandwidth_bytes_per_s=bandwidth["bytes_per_s"], bandwidth_file=bandwidth["file"])
+    record.update(
+        memory_bandwidth_bytes_per_s=bandwidth["bytes_per_s"],
+        bandwidth_threads=bandwidth["threads"],
+        bandwidth_file=bandwidth["file"],
+    )
     step = backend.decode_bytes_per_step(cfg.batch_size, cfg.speed.prompt_tokens + cfg.speed.new_tokens / 2)
     record.update(
         decode_bytes_per_step=step["total"],

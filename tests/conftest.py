@@ -114,10 +114,12 @@ def tiny_args(tiny_model_dir, tmp_path) -> list[str]:
     ]
 
 
-def run_cli(*args: str, cwd: Path, program: str = "evalbench") -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path, program: str = "evalbench", timeout: float = 900) -> subprocess.CompletedProcess:
     """Run ``evalbench`` or ``evalbench-report`` as a user would, from the installed environment."""
     module = {"evalbench": "evalbench", "evalbench-report": "evalbench.report"}[program]
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="session")

@@ -13,21 +13,22 @@ from evalbench.metrics.bandwidth import bytes_per_decode_step, measure_read_band
 from evalbench.metrics.memory import weight_bytes
 
 
-def test_bandwidth_is_measured_once_and_remeasured_on_request(tmp_path, monkeypatch):
+def test_bandwidth_is_measured_once_per_thread_count_and_remeasured_on_request(tmp_path, monkeypatch):
     calls = []
 
     def fake_probe(threads: int) -> float:
         calls.append(threads)
-        return 1e10 + len(calls)
+        return {1: 2e10, 2: 1.5e10, 3: 3e10}[threads] + len(calls)  # 2 threads disturbed by a slow spell
 
     monkeypatch.setattr(bandwidth, "measure_read_bandwidth", fake_probe)
-    first = read_bandwidth(tmp_path, "box", threads=2)
-    again = read_bandwidth(tmp_path, "box", threads=2)
-    other_threads = read_bandwidth(tmp_path, "box", threads=1)
-    assert calls == [2, 1] and first["bytes_per_s"] == again["bytes_per_s"] == 1e10 + 1
-    assert other_threads["bytes_per_s"] == 1e10 + 2
-    assert read_bandwidth(tmp_path, "box", threads=2, remeasure=True)["bytes_per_s"] == 1e10 + 3
-    assert read_bandwidth(tmp_path, "box", threads=2)["bytes_per_s"] == 1e10 + 3  # the new figure is kept
+    two = read_bandwidth(tmp_path, "box", threads=2)
+    assert calls == [1, 2] and two["threads"] == 1 and two["bytes_per_s"] == 2e10 + 1  # never below 1 thread's
+    assert read_bandwidth(tmp_path, "box", threads=1)["bytes_per_s"] == 2e10 + 1 and calls == [1, 2]  # cached
+    three = read_bandwidth(tmp_path, "box", threads=3)
+    assert calls == [1, 2, 3] and three["threads"] == 3 and three["bytes_per_s"] == 3e10 + 3
+    again = read_bandwidth(tmp_path, "box", threads=1, remeasure=True)
+    assert calls == [1, 2, 3, 1] and again["bytes_per_s"] == 2e10 + 4
+    assert read_bandwidth(tmp_path, "box", threads=1)["bytes_per_s"] == 2e10 + 4  # the new figure is kept
 
 
 def _numpy_read_rate(buffer_bytes: int, passes: int) -> float:

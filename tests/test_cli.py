@@ -73,7 +73,11 @@ def test_sample_sweep_preset_lists_every_axis():
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["sweep=sample"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params
-    assert params.precision.split(",") == ["fp32", "bf16", "int8", "int4", "f32", "q8_0", "q4_0", "q4_k_m"]
+    assert params.precision.split(",") == [
+        *("fp32", "bf16", "int8", "int4"),
+        *("f32", "q8_0", "q4_0", "q4_k_m"),
+        *("ort_fp32", "ort_int8", "ort_int4"),
+    ]
     assert params.threads == "1,2" and params.batch_size == "1,4" and cfg.hydra.mode.name == "MULTIRUN"
     assert cfg.model.name == "smollm2-135m" and cfg.perplexity.max_tokens > 0
 
@@ -163,3 +167,13 @@ def test_a_precision_of_another_backend_is_one_line_naming_the_valid_ones(tiny_a
         "evalbench: error: precision=int8_dynamic is a torch precision, not a llama_cpp one; "
         "valid for llama_cpp: f16, f32, q4_0, q4_k_m, q4_k_s, q5_k_m, q6_k, q8_0"
     )
+
+
+def test_an_export_the_model_builder_refuses_is_a_failed_record_with_its_message(tiny_args, tmp_path):
+    out = evalbench("precision=ort_int4", *tiny_args, "backend.builder_options={shared_embeddings:true}", cwd=tmp_path)
+    assert out.returncode == 1
+    last_line = out.stderr.strip().splitlines()[-1]
+    assert "model builder could not export" in last_line and "shared_embeddings=true" in last_line
+    frame = load_results(tmp_path / "results")
+    assert frame.status.tolist() == ["failed"] and frame.backend.tolist() == ["ort_genai"]
+    assert frame.error.iloc[0] in last_line

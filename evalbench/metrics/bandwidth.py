@@ -3,7 +3,8 @@
 Decoding one token reads every weight once (for the whole batch) plus each sequence's KV
 cache, so decode tokens/s <= bandwidth / bytes read per step * batch size. The bandwidth is
 measured once per machine fingerprint and thread count (the best of several passes summing a
-buffer far larger than any cache) and kept in ``<cache_dir>/bandwidth/``.
+buffer far larger than any cache) and kept in ``<cache_dir>/bandwidth/``; a run at ``t`` threads
+uses the best figure at 1 to ``t`` threads.
 """
 
 from __future__ import annotations
@@ -42,9 +43,8 @@ def measure_read_bandwidth(threads: int, buffer_bytes: int = BUFFER_BYTES, passe
         torch.set_num_threads(previous)
 
 
-def read_bandwidth(cache_dir: str | Path, machine_id: str, threads: int, remeasure: bool = False) -> dict[str, Any]:
-    """The cached measurement for this machine and thread count, measured now when missing or asked to."""
-    folder = Path(cache_dir).expanduser() / "bandwidth"
+def _probe(folder: Path, machine_id: str, threads: int, remeasure: bool) -> dict[str, Any]:
+    """The cached measurement at exactly ``threads`` threads, measured now when missing or asked to."""
     name = f"{machine_id}-t{threads}"
     path = folder / "records" / f"{name}.json"
     if path.is_file() and not remeasure:
@@ -62,6 +62,17 @@ def read_bandwidth(cache_dir: str | Path, machine_id: str, threads: int, remeasu
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return {**entry, "file": str(write_record(folder, entry))}
+
+
+def read_bandwidth(cache_dir: str | Path, machine_id: str, threads: int, remeasure: bool = False) -> dict[str, Any]:
+    """The read bandwidth a run with ``threads`` threads can use: the best probe at 1 to ``threads`` threads.
+
+    A run may use fewer of its threads, so the bound at ``threads`` is never below the one at fewer;
+    a probe disturbed by a slow spell at one thread count is then covered by another.
+    """
+    folder = Path(cache_dir).expanduser() / "bandwidth"
+    probes = [_probe(folder, machine_id, k, remeasure) for k in range(1, max(threads, 1) + 1)]
+    return max(probes, key=lambda probe: probe["bytes_per_s"])
 
 
 def bytes_per_decode_step(model: nn.Module, batch_size: int, context_tokens: float) -> dict[str, float]:

@@ -1,0 +1,1 @@
+"""ONNX Runtime GenAI: models exported by its model builder from the FP32 checkpoint, run on the CPU."""
