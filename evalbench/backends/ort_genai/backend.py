@@ -43,7 +43,7 @@ def _import_og() -> Any:
     except ImportError as exc:
         raise EvalbenchError(
             "backend=ort_genai needs onnxruntime-genai: pip install onnxruntime-genai==0.18.0 onnxruntime==1.32.0 "
-            "onnx onnx-ir"
+            "onnx==1.23.2 onnx-ir==1.1.0 (evalbench's ort extra)"
         ) from exc
     return onnxruntime_genai
 
