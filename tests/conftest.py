@@ -71,6 +71,12 @@ def tiny_model_dir(tmp_path_factory, wikitext) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def window(tiny_tokenizer, wikitext) -> torch.Tensor:
+    """300 real WikiText-2 token ids of the tiny tokenizer: one scoring window for the backend tests."""
+    return torch.tensor(tiny_tokenizer(wikitext[:20_000], add_special_tokens=False)["input_ids"][:300])
+
+
 @pytest.fixture()
 def tiny_model(tiny_model_dir):
     from transformers import AutoModelForCausalLM

@@ -27,11 +27,6 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("llama-cpp-cache")
 
 
-@pytest.fixture(scope="module")
-def window(tiny_tokenizer, wikitext) -> torch.Tensor:
-    return torch.tensor(tiny_tokenizer(wikitext[:20_000], add_special_tokens=False)["input_ids"][:300])
-
-
 def loaded(model_dir, tokenizer, cache_dir, precision: str = "f32", **config) -> LlamaCppBackend:
     backend = LlamaCppConfig(**config).build(
         GGUFType(precision), ModelConfig(name="tiny", path=str(model_dir)), cache_dir

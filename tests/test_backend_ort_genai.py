@@ -22,11 +22,6 @@ def cache_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def window(tiny_tokenizer, wikitext) -> torch.Tensor:
-    return torch.tensor(tiny_tokenizer(wikitext[:20_000], add_special_tokens=False)["input_ids"][:300])
-
-
-@pytest.fixture(scope="module")
 def tied_model_dir(tiny_model_dir, tmp_path_factory):
     """The tiny Llama with its output head tied to the embedding, as the sample model's is."""
     from transformers import AutoConfig, LlamaForCausalLM
