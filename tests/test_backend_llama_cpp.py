@@ -15,6 +15,7 @@ pytest.importorskip("llama_cpp")
 from evalbench.backends.llama_cpp.backend import LlamaCppBackend
 from evalbench.backends.llama_cpp.config import LlamaCppConfig
 from evalbench.backends.llama_cpp.convert import f32_from_gguf, prepared_gguf
+from evalbench.backends.torch.backend import forward_log_probs as torch_log_probs
 from evalbench.config import ModelConfig
 from evalbench.errors import EvalbenchError, PrecisionError
 from evalbench.precision.gguf import GGUF_TYPES, GGUFType
@@ -35,11 +36,6 @@ def loaded(model_dir, tokenizer, cache_dir, precision: str = "f32", **config) ->
     backend.load(tokenizer)
     backend.set_threads(1)  # no spinning thread barriers on a busy shared machine
     return backend
-
-
-def torch_log_probs(model, window: torch.Tensor) -> torch.Tensor:
-    with torch.inference_mode():
-        return torch.log_softmax(model(input_ids=window[None]).logits[0].float(), dim=-1)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ pytest.importorskip("onnxruntime_genai")
 
 from evalbench.backends.ort_genai.backend import OrtGenaiBackend
 from evalbench.backends.ort_genai.config import OrtGenaiConfig
+from evalbench.backends.torch.backend import forward_log_probs as torch_log_probs
 from evalbench.config import ModelConfig
 from evalbench.errors import EvalbenchError, PrecisionError
 from evalbench.precision.onnx import OnnxPrecision
@@ -49,11 +50,6 @@ def loaded(model_dir, tokenizer, cache_dir, precision: str = "ort_fp32", **field
     backend.load(tokenizer)
     backend.set_threads(1)  # no spinning thread pools on a busy shared machine
     return backend
-
-
-def torch_log_probs(model, window: torch.Tensor) -> torch.Tensor:
-    with torch.inference_mode():
-        return torch.log_softmax(model(input_ids=window[None]).logits[0].float(), dim=-1)
 
 
 def test_fp32_log_probs_match_torch(tiny_model_dir, tiny_tokenizer, tiny_model, cache_dir, window):
