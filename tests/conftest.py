@@ -77,6 +77,23 @@ def window(tiny_tokenizer, wikitext) -> torch.Tensor:
     return torch.tensor(tiny_tokenizer(wikitext[:20_000], add_special_tokens=False)["input_ids"][:300])
 
 
+def check_batched_generation(backend, prompts: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    """The ``Backend.generate`` contract for a backend that keeps ``last_tokens``: exactly ``new_tokens``
+    stamped tokens per row, row i of a batch decoded as row i alone, the KV cache cleared between
+    calls. Returns the batch's tokens."""
+    timing = backend.generate(prompts, new_tokens)
+    together = backend.last_tokens
+    assert together.shape == (len(prompts), new_tokens) and len(timing.step_latencies_s) == new_tokens - 1
+    assert timing.ttft_s > 0 and timing.decode_s == pytest.approx(sum(timing.step_latencies_s))
+    for row in range(len(prompts)):
+        alone = backend.generate(prompts[row : row + 1], new_tokens)
+        assert len(alone.step_latencies_s) == new_tokens - 1 and backend.last_tokens.shape == (1, new_tokens)
+        assert torch.equal(backend.last_tokens[0], together[row])
+    backend.generate(prompts, new_tokens)
+    assert torch.equal(backend.last_tokens, together)  # the same tokens again: nothing left from earlier calls
+    return together
+
+
 @pytest.fixture()
 def tiny_model(tiny_model_dir):
     from transformers import AutoModelForCausalLM

@@ -9,6 +9,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
+from conftest import check_batched_generation
 
 pytest.importorskip("llama_cpp")
 
@@ -91,21 +92,13 @@ def test_quantized_types_are_close_but_not_exact(tiny_model_dir, tiny_tokenizer,
 
 def test_generate_batches_different_prompts(tiny_model_dir, tiny_tokenizer, tiny_model, cache_dir, window):
     backend = loaded(tiny_model_dir, tiny_tokenizer, cache_dir, **EXACT)
-    prompts, new = window[:60].reshape(3, 20), 12
-    timing = backend.generate(prompts, new)
-    together = backend.last_tokens
-    assert together.shape == (3, new) and len(timing.step_latencies_s) == new - 1
-    assert timing.ttft_s > 0 and timing.decode_s == pytest.approx(sum(timing.step_latencies_s))
+    prompts = window[:60].reshape(3, 20)
+    together = check_batched_generation(backend, prompts, 12)
     for row in range(3):
-        alone = backend.generate(prompts[row : row + 1], new)
-        assert len(alone.step_latencies_s) == new - 1
-        assert torch.equal(backend.last_tokens[0], together[row])
         continued = torch.cat([prompts[row], together[row]])
         with torch.inference_mode():
             greedy = tiny_model(input_ids=continued[None]).logits[0, 19:-1].argmax(-1)
         assert torch.equal(greedy, together[row])  # each token is torch's argmax given the ones before
-    backend.generate(prompts, new)
-    assert torch.equal(backend.last_tokens, together)  # the KV cache is cleared between calls
     backend.close()
 
 

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import check_batched_generation
 
 pytest.importorskip("onnxruntime_genai")
 
@@ -76,33 +77,20 @@ def test_quantized_precisions_are_close_but_not_exact(tiny_model_dir, tiny_token
 
 def test_generate_batches_different_prompts(tiny_model_dir, tiny_tokenizer, tiny_model, cache_dir, window):
     backend = loaded(tiny_model_dir, tiny_tokenizer, cache_dir)
-    prompts, new = window[:60].reshape(3, 20), 12
-    timing = backend.generate(prompts, new)
-    together = backend.last_tokens
-    assert together.shape == (3, new) and len(timing.step_latencies_s) == new - 1
-    assert timing.ttft_s > 0 and timing.decode_s == pytest.approx(sum(timing.step_latencies_s))
+    prompts = window[:60].reshape(3, 20)
+    together = check_batched_generation(backend, prompts, 12)
     for row in range(3):
-        alone = backend.generate(prompts[row : row + 1], new)
-        assert len(alone.step_latencies_s) == new - 1 and backend.last_tokens.shape == (1, new)
-        assert torch.equal(backend.last_tokens[0], together[row])
         continued = torch.cat([prompts[row], together[row]])
         with torch.inference_mode():
             logits = tiny_model(input_ids=continued[None]).logits[0, 19:-1].clone()
             logits[:, tiny_tokenizer.eos_token_id] = -torch.inf  # min_length masks EOS, as torch's min_new_tokens does
         assert torch.equal(logits.argmax(-1), together[row])  # each token is torch's greedy one given those before
-    backend.generate(prompts, new)
-    assert torch.equal(backend.last_tokens, together)
     backend.close()
 
 
 def test_quantized_batch_rows_decode_as_alone(tiny_model_dir, tiny_tokenizer, cache_dir, window):
     backend = loaded(tiny_model_dir, tiny_tokenizer, cache_dir, "ort_int4")
-    prompts, new = window[100:160].reshape(3, 20), 8
-    backend.generate(prompts, new)
-    together = backend.last_tokens
-    for row in range(3):
-        backend.generate(prompts[row : row + 1], new)
-        assert torch.equal(backend.last_tokens[0], together[row])
+    check_batched_generation(backend, window[100:160].reshape(3, 20), 8)
     backend.close()
 
 

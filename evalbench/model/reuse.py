@@ -22,7 +22,9 @@ _kept: LoadedBackend | None = None
 
 
 def reuse_key(model_cfg: Any, configuration: dict[str, Any], cache_dir: str) -> str:
-    return json.dumps({"model": model_cfg, "precision": configuration, "cache_dir": cache_dir}, sort_keys=True)
+    return json.dumps(
+        {"model": model_cfg, "precision": configuration, "cache_dir": cache_dir}, sort_keys=True, default=str
+    )
 
 
 def take(key: str) -> LoadedBackend | None:
