@@ -82,7 +82,32 @@ class SpeedConfig:
     max_cv: float = 0.05  # a figure varying more (coefficient of variation) is warned about ...
     max_time_s: float = 0.0  # ... and re-timed until under max_cv or this many timed seconds (0: never)
     roofline: bool = True  # record the decode roofline from the machine's measured read bandwidth
+    machine_probe: bool = True  # probe the machine before and after timing; re-time during a slow spell
+    machine_probe_max_slowdown: float = 1.2  # probe time over the machine's best above this: a slow spell
+    machine_probe_retimes: int = 2  # at most this many re-timings ...
+    machine_probe_wait_s: float = 60.0  # ... each after waiting up to this long for the probe to recover
     remeasure_bandwidth: bool = False  # measure the bandwidth again instead of using the cached figure
+
+
+@dataclass
+class Targets:
+    """The quality floor and performance targets of a recommendation (fields of ``recommend``)."""
+
+    max_quality_loss: float = 0.01  # the floor: 1% more perplexity than the baseline
+    min_decode_tokens_per_s: float | None = None
+    max_memory_bytes: float | None = None
+    max_ttft_s: float | None = None
+    quality: str = "perplexity"
+    cost: str = "s_per_token"
+
+
+@dataclass
+class SweepReportConfig(Targets):
+    """The report written at the end of ``evalbench`` over everything in ``results_dir`` (``evalbench/report``)."""
+
+    enabled: bool = True
+    output_dir: str = "${results_dir}/report"
+    png: bool = False  # PNG files need kaleido and a browser: evalbench-report png=true writes them
 
 
 @dataclass
@@ -104,6 +129,7 @@ class EvalbenchConfig:
     isolation: str = "process"  # "process": each configuration in a fresh process; "none": in this one
     timeout_s: float = 7200.0  # isolation=process: a measuring process still running after this is killed
     oversubscribe: bool = False  # allow threads > this machine's logical cores (timings then share cores)
+    report: SweepReportConfig = field(default_factory=SweepReportConfig)
 
 
 def precision_backends() -> dict[str, str]:
@@ -180,6 +206,10 @@ def validate(cfg: Any) -> None:
     _check(speed.new_tokens >= 2, f"speed.new_tokens={speed.new_tokens} is invalid; valid: an integer >= 2")
     _check(speed.warmup >= 0, f"speed.warmup={speed.warmup} is invalid; valid: an integer >= 0")
     _check(speed.repeats >= 1, f"speed.repeats={speed.repeats} is invalid; valid: an integer >= 1")
-    for key in ("min_time_s", "max_cv", "max_time_s"):
+    _check(
+        speed.machine_probe_max_slowdown >= 1,
+        f"speed.machine_probe_max_slowdown={speed.machine_probe_max_slowdown} is invalid; valid: a number >= 1",
+    )
+    for key in ("min_time_s", "max_cv", "max_time_s", "machine_probe_retimes", "machine_probe_wait_s"):
         value = speed[key]
         _check(value >= 0, f"speed.{key}={value} is invalid; valid: a number >= 0")

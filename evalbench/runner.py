@@ -31,6 +31,7 @@ from evalbench.environment import fingerprint
 from evalbench.errors import EvalbenchError, one_line
 from evalbench.isolation import measure_in_child
 from evalbench.metrics.bandwidth import read_bandwidth
+from evalbench.metrics.machine_probe import ProbeReference, ProbeSettings, probe_seconds, timed_with_probe
 from evalbench.metrics.memory import peak_rss_bytes, release_freed_memory, reset_peak_rss
 from evalbench.metrics.perplexity import Corpus, tokenize
 from evalbench.metrics.speed import measure_speed, prompt_batch
@@ -205,12 +206,19 @@ def _measure(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None
 def _time_generation(cfg: DictConfig, record: dict[str, Any], backend: Backend, prompts: torch.Tensor) -> None:
     speed = cfg.speed
     record.update(prompt_tokens=speed.prompt_tokens, new_tokens=speed.new_tokens)
-    record.update(
-        measure_speed(
+
+    def time_section() -> dict[str, Any]:
+        return measure_speed(
             backend.generate, prompts, speed.new_tokens, speed.warmup, speed.repeats,
             speed.min_time_s, speed.max_cv, speed.max_time_s,
-        )
-    )  # fmt: skip
+        )  # fmt: skip
+
+    if not speed.machine_probe:
+        record.update(time_section())
+    else:
+        reference = ProbeReference(_cache_dir(cfg), fingerprint()["machine_id"], cfg.threads)
+        settings = ProbeSettings.of(speed)
+        record.update(timed_with_probe(time_section, lambda: probe_seconds(cfg.threads), reference, settings))
     if cfg.threads > (os.cpu_count() or 1):  # allowed by oversubscribe=true
         record["oversubscribed"] = True
         record["speed_warnings"].append(f"threads={cfg.threads} > {os.cpu_count()} logical cores: timings share cores")
@@ -239,7 +247,7 @@ def _record_roofline(cfg: DictConfig, record: dict[str, Any], backend: Backend) 
 def config_key(cfg: DictConfig) -> str:
     """A hash of the resolved configuration, less where results and caches go and whether to force."""
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    for key in ("results_dir", "cache_dir", "force", "timeout_s"):
+    for key in ("results_dir", "cache_dir", "force", "timeout_s", "report"):
         resolved.pop(key, None)
     return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:20]
 

@@ -110,6 +110,7 @@ def tiny_tokenizer(tiny_model_dir):
 
 FAST = [
     "isolation=none",  # tests of isolation itself say isolation=process
+    "report.enabled=false",  # the report ending a sweep: test_cli.py::test_sweep_records_every_configuration...
     "perplexity.max_tokens=300",
     "perplexity.context=128",
     "speed.prompt_tokens=8",

@@ -11,10 +11,18 @@ from evalbench import load_results
 
 def test_sweep_records_every_configuration_and_goes_past_failures(tiny_args, tmp_path):
     out = evalbench(
-        "-m", "precision=fp32,bf16,int8,int8_dynamic,int4,int3", "threads=1,0", "batch_size=2", *tiny_args, cwd=tmp_path
-    )
+        "-m", "precision=fp32,bf16,int8,int8_dynamic,int4,int3", "threads=1,0", "batch_size=2", *tiny_args,
+        "report.enabled=true", "report.max_quality_loss=0.5", cwd=tmp_path,
+    )  # fmt: skip
     assert out.returncode == 1, out.stderr
     assert "12 configurations, 5 ok, 7 failed" in out.stdout
+    # The sweep ends with the answer: the recommendation's last lines and the report written beside the records.
+    html = tmp_path / "results" / "report" / "report.html"
+    last = out.stdout.strip().splitlines()
+    assert last[-1].endswith(str(html)) and "max_quality_loss=0.5" in last[-1] and html.is_file()
+    chosen = next(line for line in last if line.startswith("RECOMMENDED: tiny torch int"))
+    assert last.index(chosen) > last.index(next(line for line in last if "12 configurations" in line))
+    assert "dominance check" in out.stdout and "<h2>tiny on machine" in html.read_text()
     frame = load_results(tmp_path / "results")
     assert len(frame) == 12
     ok = frame[frame.status == "ok"]

@@ -38,7 +38,8 @@ def test_int8_meets_and_the_cheapest_is_chosen():
     rec = recommend(shuffled, max_quality_loss=0.05, min_decode_tokens_per_s=20)
     assert rec.verdict == "recommend" and not rec.borderline
     assert (rec.config.precision, rec.config.threads, rec.config.batch_size) == ("int8", 2, 1)
-    assert steps(rec) == ["baseline", "loss allowed: try INT8 (8-bit weights)"]
+    assert steps(rec) == ["baseline", "loss allowed: try INT8 (8-bit weights)", "dominance check"]
+    assert rec.trace[-1].outcome == "kept"
     assert "RECOMMENDED: m torch int8 threads=2 batch_size=1" in str(rec)
     assert rec.config.quality_loss == pytest.approx(0.01)
 
@@ -50,6 +51,7 @@ def test_int8_fails_and_int4_meets():
         "baseline",
         "loss allowed: try INT8 (8-bit weights)",
         "INT8 fails: fewer bits (INT4 and below)",
+        "dominance check",
     ]
     assert "decode_tokens_per_s >= 32 missed: best 26" in rec.trace[1].reason  # among runs within the floor
 
@@ -67,7 +69,7 @@ def test_quality_floor_excludes_lossy_int8_scheme():
 def test_no_loss_allowed_takes_the_cheapest_lossless():
     rec = recommend(pd.DataFrame(TABLE), max_quality_loss=0, min_decode_tokens_per_s=13)
     assert rec.config.precision == "bf16"
-    assert steps(rec) == ["baseline", "no loss allowed: lossless precisions"]
+    assert steps(rec) == ["baseline", "no loss allowed: lossless precisions", "dominance check"]
 
 
 def test_no_loss_allowed_and_too_slow_means_distillation():
@@ -109,7 +111,7 @@ def test_memory_target():
 
 def test_several_models_need_choosing():
     table = pd.DataFrame([*TABLE, run("fp32", 9.0, 5, model="other")])
-    with pytest.raises(EvalbenchError, match=r"several models or machines \(m@box, other@box\)"):
+    with pytest.raises(EvalbenchError, match=r"several models, machines or token sets \(m@box \(not scored\), other"):
         recommend(table)
     assert recommend(table, model="other", max_quality_loss=0.05).config is None
 
@@ -136,8 +138,9 @@ def test_each_model_and_machine_gets_its_own_recommendation():
 
     table = pd.DataFrame([*TABLE, *[{**r, "env.machine_id": "laptop"} for r in TABLE], run("fp32", 9.0, 5, model="x")])
     recs = recommend_each(table, Targets(max_quality_loss=0.05, min_decode_tokens_per_s=20))
-    assert set(recs) == {("m", "box"), ("m", "laptop"), ("x", "box")}
-    assert recs[("m", "laptop")].config.precision == "int8" and recs[("x", "box")].config is None
+    assert set(recs) == {("m", "box", "not scored"), ("m", "laptop", "not scored"), ("x", "box", "not scored")}
+    assert recs[("m", "laptop", "not scored")].config.precision == "int8"
+    assert recs[("x", "box", "not scored")].config is None
 
 
 def with_quality(row: dict, kld: float, same_top: float, acc: float | None = None, acc_stderr: float = 0.0) -> dict:

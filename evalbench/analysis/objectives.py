@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from evalbench.errors import EvalbenchError
 
-GROUP_COLUMNS = ["model", "env.machine_id"]
+# A recommendation compares runs of one model, on one machine, scored on one token set.
+GROUP_COLUMNS = ["model", "env.machine_id", "token_set"]
+NO_TOKEN_SET = "not scored"
 # Records written before backends were recorded: all torch, with these weight widths.
 LEGACY_WEIGHT_BITS = {"fp32": 32, "bf16": 16, "int8": 8, "int8_dynamic": 8, "int4": 4}
 BASELINE = ("torch", "fp32")  # the configuration the quality reference is computed at
 HIGHER_IS_BETTER = {"decode_tokens_per_s", "prefill_tokens_per_s", "same_top_rate"}
-HIGHER_IS_BETTER_PREFIXES = ("task.",)
+# lm-eval task metrics are scores (higher is better) except these, read from ``task.<task>.<metric>``.
+LOWER_IS_BETTER_TASK_METRICS = {"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte"}
 DERIVED = {"ppl_ratio", "s_per_token"}
 # Divergences from the reference: 0 is lossless, so a quality floor on them is absolute, not relative.
 ABSOLUTE_QUALITY = {"kld_mean", "kld_median", "kld_p99", "kld_max", "delta_p_rms"}
 
 
 def higher_is_better(column: str) -> bool:
-    return column in HIGHER_IS_BETTER or (column.startswith(HIGHER_IS_BETTER_PREFIXES) and "stderr" not in column)
+    """Whether a larger value of ``column`` is better: throughputs, agreement and task scores, not perplexities."""
+    if column.startswith("task."):
+        parts = column.split(".")  # task.<task>.<metric>[.<filter>]
+        metric = parts[2] if len(parts) > 2 else ""
+        return "stderr" not in metric and metric not in LOWER_IS_BETTER_TASK_METRICS
+    return column in HIGHER_IS_BETTER
 
 
 def baseline_configuration(runs: pd.DataFrame) -> str:
@@ -38,14 +47,27 @@ def configuration_order(runs: pd.DataFrame) -> list[str]:
 
 
 def with_configurations(df: pd.DataFrame) -> pd.DataFrame:
-    """Add ``configuration`` ("<backend> <precision>") and fill ``backend`` and ``weight_bits`` of older records."""
+    """Add ``configuration`` ("<backend> <precision>") and ``token_set``; fill ``backend`` and ``weight_bits``
+    of older records."""
     out = df.copy()
     backend = out["backend"] if "backend" in out else pd.Series(None, index=out.index, dtype=object)
     out["backend"] = backend.fillna("torch")
     legacy = out["precision"].map(LEGACY_WEIGHT_BITS)
     out["weight_bits"] = out["weight_bits"].fillna(legacy) if "weight_bits" in out else legacy
     out["configuration"] = out["backend"].astype(str) + " " + out["precision"].astype(str)
+    out["token_set"] = token_sets(out)
     return out
+
+
+def token_sets(df: pd.DataFrame) -> pd.Series:
+    """Which tokens a run's quality was scored on: the scored ids' hash and the scoring window, in words."""
+    if "eval_token_hash" not in df:
+        return pd.Series(NO_TOKEN_SET, index=df.index, dtype=object)
+    words = "tokens " + df["eval_token_hash"].astype(str).str[:8]
+    for column, name in (("eval_tokens", "n"), ("ppl_context", "context")):
+        if column in df:
+            words += f" {name} " + df[column].astype("Int64").astype(str)
+    return words.where(df["eval_token_hash"].notna(), NO_TOKEN_SET)
 
 
 def successful(df: pd.DataFrame) -> pd.DataFrame:
@@ -53,23 +75,57 @@ def successful(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def with_objectives(df: pd.DataFrame) -> pd.DataFrame:
-    """Add ``s_per_token`` (1 / decode tokens/s) and ``ppl_ratio`` where no run recorded it.
+    """Add ``s_per_token`` (1 / decode tokens/s) and ``ppl_ratio`` with its 95% interval, against the baseline.
 
-    A recorded ``ppl_ratio`` compares with the reference over the same tokens; a missing one is
-    derived as perplexity over the mean perplexity of the group's baseline precision.
+    ``ppl_ratio`` always compares with the baseline the quality floor is read against (torch fp32,
+    else the least compressed configuration) on the same tokens; the ratio a run recorded against
+    ``quality.reference`` is kept as ``ppl_ratio_vs_reference``.
     """
     out = with_configurations(df)
     if "env.machine_id" not in out:
         out["env.machine_id"] = "unknown"
     out["s_per_token"] = 1.0 / out["decode_tokens_per_s"]
-    recorded = out["ppl_ratio"].astype(float) if "ppl_ratio" in out else pd.Series(float("nan"), index=out.index)
-    derived = pd.Series(float("nan"), index=out.index)
+    if "ppl_ratio_vs_reference" in out:  # already derived: a table passes through here more than once
+        return out
+    for suffix in ("", "_ci_low", "_ci_high"):
+        recorded = out.get(f"ppl_ratio{suffix}", np.nan)
+        out[f"ppl_ratio_vs_reference{suffix}"] = pd.to_numeric(recorded, errors="coerce")
+        out[f"ppl_ratio{suffix}"] = np.nan
     ok = out["status"] == "ok"
     for _, group in out[ok].groupby(GROUP_COLUMNS, dropna=False):
-        base = group[group["configuration"] == baseline_configuration(group)]
-        derived.loc[group.index] = group["perplexity"] / base["perplexity"].mean()
-    out["ppl_ratio"] = recorded.fillna(derived)
+        out.loc[group.index, ["ppl_ratio", "ppl_ratio_ci_low", "ppl_ratio_ci_high"]] = ratio_to_baseline(group)
     return out
+
+
+def ratio_to_baseline(group: pd.DataFrame) -> np.ndarray:
+    """Perplexity over the baseline's, with a 95% interval where both were scored against one reference.
+
+    Both ratios to the reference are paired per token, so their quotient's log-interval is the
+    two log-intervals combined in quadrature (conservative: it ignores their positive correlation).
+    Without a recorded ratio, the perplexities' quotient, with no interval.
+    """
+    base = group[group["configuration"] == baseline_configuration(group)]
+    derived = group["perplexity"].to_numpy(dtype=float) / base["perplexity"].mean()
+    out = np.column_stack([derived, np.full(len(group), np.nan), np.full(len(group), np.nan)])
+    paired = group["ppl_ratio_vs_reference_ci_low"].notna()
+    if "reference_key" in group:
+        base_keys = base["reference_key"].dropna().unique()
+        paired &= (group["reference_key"] == base_keys[0]) if len(base_keys) == 1 else False
+    base_paired = base[base.index.isin(group.index[paired])]
+    if base_paired.empty or not paired.any():
+        return out
+    log_base, half_base = _log_interval(base_paired).mean(axis=0)
+    log_run, half_run = _log_interval(group[paired]).T
+    half = np.sqrt(half_run**2 + half_base**2)
+    centre = log_run - log_base
+    out[paired.to_numpy()] = np.column_stack([np.exp(centre), np.exp(centre - half), np.exp(centre + half)])
+    return out
+
+
+def _log_interval(rows: pd.DataFrame) -> np.ndarray:
+    """Per row: log of the recorded ratio to the reference, and the half-width of its log-interval."""
+    low, high = (np.log(rows[f"ppl_ratio_vs_reference{s}"].to_numpy(dtype=float)) for s in ("_ci_low", "_ci_high"))
+    return np.column_stack([np.log(rows["ppl_ratio_vs_reference"].to_numpy(dtype=float)), (high - low) / 2])
 
 
 def check_columns(df: pd.DataFrame, columns: list[str]) -> None:

@@ -155,21 +155,40 @@ class QualityFloor:
             return value - self.baseline
         return (1 - value / self.baseline) if self.higher_better else (value / self.baseline - 1)
 
-    def check(self, row: pd.Series) -> str:
+    def losses(self, runs: pd.DataFrame) -> pd.Series:
+        """Each run's loss; for perplexity the ratio to the baseline on the same tokens, minus one."""
+        if self.metric == "perplexity":
+            return runs["ppl_ratio"] - 1
+        return runs[self.metric].map(self.loss)
+
+    def interval(self, row: pd.Series) -> tuple[float, float]:
+        """The 95% interval of ``row``'s loss: from ``ppl_ratio_ci_*`` for perplexity, else 1.96 stderr."""
         loss = row["quality_loss"]
-        if pd.isna(loss):
-            return FAIL
-        low, high = loss, loss
         stderr = row.get(f"{self.metric}_stderr", float("nan"))
         if self.metric in ("perplexity", "ppl_ratio") and not pd.isna(row.get("ppl_ratio_ci_low", float("nan"))):
-            low, high = row["ppl_ratio_ci_low"] - 1, row["ppl_ratio_ci_high"] - 1  # recorded uncertainty
-        elif not pd.isna(stderr):
+            return row["ppl_ratio_ci_low"] - 1, row["ppl_ratio_ci_high"] - 1
+        if not pd.isna(stderr):
             low, high = sorted(
                 (self.loss(row[self.metric] - 1.96 * stderr), self.loss(row[self.metric] + 1.96 * stderr))
             )
+            return low, high
+        return loss, loss
+
+    def check(self, row: pd.Series) -> str:
+        if pd.isna(row["quality_loss"]):
+            return FAIL
+        low, high = self.interval(row)
         if high <= self.max_loss:
             return PASS
         return BORDERLINE if low <= self.max_loss else FAIL
+
+
+def cost_interval(row: pd.Series, cost: str) -> tuple[float, float]:
+    """The 95% interval of a run's cost; seconds per token is read from the decode speed's interval."""
+    if cost != "s_per_token":
+        return Constraint(cost, 0.0, False).interval(row)
+    low, high = Constraint("decode_tokens_per_s", 0.0, True).interval(row)
+    return (1 / high if high > 0 else math.inf), (1 / low if low > 0 else math.inf)
 
 
 def _describe(rows: pd.DataFrame) -> str:
@@ -179,29 +198,47 @@ def _describe(rows: pd.DataFrame) -> str:
     )
 
 
+def _checks(rows: pd.DataFrame, floor: QualityFloor, constraints: list[Constraint]) -> pd.DataFrame:
+    """PASS, BORDERLINE or FAIL of every row against the floor (column ``quality``) and each constraint."""
+    return pd.DataFrame(
+        {"quality": rows.apply(floor.check, axis=1), **{c.label(): rows.apply(c.check, axis=1) for c in constraints}},
+        index=rows.index,
+        dtype=object,
+    )
+
+
+def _meeting(rows: pd.DataFrame, floor: QualityFloor, constraints: list[Constraint]) -> tuple[pd.DataFrame, bool]:
+    """The rows clearly meeting the floor and every constraint; else those borderline on some (True)."""
+    if rows.empty:
+        return rows, False
+    checks = _checks(rows, floor, constraints)
+    clear = (checks == PASS).all(axis=1)
+    close = ~(checks == FAIL).any(axis=1) & (checks == BORDERLINE).any(axis=1)
+    return (rows[clear], False) if clear.any() else (rows[close], True)
+
+
 def _evaluate(
     name: str, rows: pd.DataFrame, floor: QualityFloor, constraints: list[Constraint], cost: str, quality_note: str
 ) -> tuple[Step, pd.Series | None, bool]:
     """Check ``rows`` against the floor and every constraint; pick the cheapest that passes (or is borderline)."""
     if rows.empty:
         return Step(name, rows, "not measured", "no run of this kind in the results"), None, False
-    checks = pd.DataFrame(
-        {"quality": rows.apply(floor.check, axis=1), **{c.label(): rows.apply(c.check, axis=1) for c in constraints}},
-        index=rows.index,
-    )
-    clear = (checks == PASS).all(axis=1)
-    close = ~(checks == FAIL).any(axis=1) & (checks == BORDERLINE).any(axis=1)
-    chosen, borderline = (rows[clear], False) if clear.any() else (rows[close], True)
+    chosen, borderline = _meeting(rows, floor, constraints)
     if len(chosen):
         best = chosen.sort_values([cost, "peak_rss_bytes"]).iloc[0]
         label = "are borderline on" if borderline else "meet"
-        targets = f" and {', '.join(c.label() for c in constraints)}" if constraints else ""
+        targets = (
+            f" and {', '.join(c.label() for c in constraints)}"
+            if constraints
+            else "; no performance target was given, so 'meets the target?' had nothing to check"
+        )
         why = f"{len(chosen)} of {len(rows)} runs {label} {quality_note}{targets}"
         return (
             Step(name, rows, "chosen", f"{why}; cheapest by {cost}: {_describe(best.to_frame().T)}"),
             best,
             borderline,
         )
+    checks = _checks(rows, floor, constraints)
     quality_ok = checks["quality"] != FAIL
     best_loss = floor.format_loss(rows["quality_loss"].min())
     misses = [] if quality_ok.any() else [f"{quality_note} missed: best loss {best_loss}"]
@@ -210,19 +247,98 @@ def _evaluate(
     return Step(name, rows, "fails", "; ".join(misses) or "no run clears every constraint at once"), None, False
 
 
-def _single_group(df: pd.DataFrame, model: str | None, machine: str | None) -> pd.DataFrame:
-    if model is not None:
-        df = df[df["model"] == model]
-    if machine is not None:
-        df = df[df["env.machine_id"] == machine]
+@dataclass(frozen=True)
+class Position:
+    """A run's quality loss and cost, each with its 95% interval: what dominance is judged on."""
+
+    row: pd.Series
+    loss: tuple[float, float, float]  # low, value, high
+    cost: tuple[float, float, float]
+
+    @classmethod
+    def of(cls, row: pd.Series, floor: QualityFloor, cost: str) -> Position:
+        (loss_low, loss_high), (cost_low, cost_high) = floor.interval(row), cost_interval(row, cost)
+        return cls(row, (loss_low, row["quality_loss"], loss_high), (cost_low, row[cost], cost_high))
+
+    def beats(self, other: Position) -> bool:
+        """No worse on either, and better beyond noise (disjoint 95% intervals) on at least one."""
+        no_worse = self.loss[1] <= other.loss[1] and self.cost[1] <= other.cost[1]
+        return no_worse and (self.loss[2] < other.loss[0] or self.cost[2] < other.cost[0])
+
+    def ahead_within_noise(self, other: Position) -> bool:
+        """Better on the point estimates (Pareto), but not beyond noise."""
+        return self.loss[1] <= other.loss[1] and self.cost[1] <= other.cost[1] and not self.beats(other)
+
+    def describe(self, floor: QualityFloor) -> str:
+        r = self.row
+        low, high = Constraint("decode_tokens_per_s", 0.0, True).interval(r)
+        loss = ", ".join(floor.format_loss(v) for v in (self.loss[0], self.loss[2]))
+        return (
+            f"{r['configuration']}/t{r['threads']}/b{r['batch_size']}: {r['decode_tokens_per_s']:.1f} decode tok/s "
+            f"[{low:.1f}, {high:.1f}], {floor.metric} loss {floor.format_loss(r['quality_loss'])} [{loss}]"
+        )
+
+
+def _dominance_check(
+    pick: pd.Series, pool: pd.DataFrame, floor: QualityFloor, cost: str, picked_at: int
+) -> tuple[Step, pd.Series]:
+    """The tree's pick, unless a run of ``pool`` (meeting everything the pick meets) beats it; then the
+    cheapest such run, checked again until nothing beats the answer."""
+    current = Position.of(pick, floor, cost)
+    candidates = [Position.of(row, floor, cost) for _, row in pool.sort_values(cost).iterrows()]
+    for _ in range(len(candidates)):
+        better = next((c for c in candidates if c.beats(current)), None)
+        if better is None:
+            break
+        current = better
+    original = Position.of(pick, floor, cost)
+    if current.row.name != pick.name:
+        reason = (
+            f"step {picked_at}'s pick {original.describe(floor)} is beaten beyond measurement noise by "
+            f"{current.describe(floor)}, which meets the floor and every target; recommending it instead"
+        )
+        return Step("dominance check", pd.DataFrame([pick, current.row]), "overrides", reason), current.row
+    close = [c for c in candidates if c.row.name != pick.name and c.ahead_within_noise(original)]
+    reason = "no run meeting the floor and every target beats it on quality and cost"
+    if close:
+        reason += f"; {close[0].describe(floor)} is ahead only within measurement noise (kept)"
+    return Step("dominance check", pick.to_frame().T, "kept", reason), pick
+
+
+def _single_group(df: pd.DataFrame, model: str | None, machine: str | None, token_set: str | None) -> pd.DataFrame:
+    for column, value in (("model", model), ("env.machine_id", machine), ("token_set", token_set)):
+        if value is not None:
+            df = df[df[column] == value]
     groups = df[GROUP_COLUMNS].drop_duplicates()
     if len(groups) > 1:
-        listed = ", ".join(f"{m}@{h}" for m, h in groups.itertuples(index=False))
+        listed = ", ".join(f"{m}@{h} ({t})" for m, h, t in groups.itertuples(index=False))
         raise EvalbenchError(
-            f"results hold several models or machines ({listed}); pass model= and machine= "
-            "(speeds are never compared across machines)"
+            f"results hold several models, machines or token sets ({listed}); pass model=, machine= and token_set= "
+            "(speeds are never compared across machines, nor quality across token sets)"
         )
     return df
+
+
+def _failed_runs(table: pd.DataFrame) -> Step | None:
+    failed = table[table["status"] != "ok"]
+    if failed.empty:
+        return None
+    reasons = "; ".join(f"{r.configuration}/t{r.threads}/b{r.batch_size}: {r.error}" for r in failed.itertuples())
+    return Step("input", failed, "ignored", f"{len(failed)} failed run(s) left out: {reasons}")
+
+
+def _constraints(
+    min_decode_tokens_per_s: float | None, max_memory_bytes: float | None, max_ttft_s: float | None
+) -> list[Constraint]:
+    return [
+        Constraint(column, target, higher)
+        for column, target, higher in (
+            ("decode_tokens_per_s", min_decode_tokens_per_s, True),
+            ("peak_rss_bytes", max_memory_bytes, False),
+            ("ttft_s", max_ttft_s, False),
+        )
+        if target is not None
+    ]
 
 
 def recommend(
@@ -235,47 +351,43 @@ def recommend(
     cost: str = "s_per_token",
     model: str | None = None,
     machine: str | None = None,
+    token_set: str | None = None,
 ) -> Recommendation:
-    """Follow the decision tree over one model's runs on one machine and recommend a configuration."""
+    """Follow the decision tree over one model's runs on one machine and token set, and recommend a configuration."""
     if max_quality_loss is None or max_quality_loss < 0 or math.isnan(max_quality_loss):
         raise EvalbenchError(f"max_quality_loss={max_quality_loss} is invalid; valid: a number >= 0 (0 = no loss)")
     if df.empty:
         raise EvalbenchError("the results table is empty: run a sweep first")
-    table = _single_group(with_objectives(df), model, machine)
+    table = _single_group(with_objectives(df), model, machine, token_set)
     check_columns(table, [quality, cost])
-    trace: list[Step] = []
-
-    failed = table[table["status"] != "ok"]
+    trace = [step for step in [_failed_runs(table)] if step is not None]
     runs = table[table["status"] == "ok"].copy()
-    if len(failed):
-        reasons = "; ".join(f"{r.configuration}/t{r.threads}/b{r.batch_size}: {r.error}" for r in failed.itertuples())
-        trace.append(Step("input", failed, "ignored", f"{len(failed)} failed run(s) left out: {reasons}"))
     if runs.empty:
-        raise EvalbenchError("no successful run in the results: nothing to recommend")
+        verdict = f"nothing to recommend: all {len(table)} runs failed"
+        return Recommendation(None, verdict, [*trace, Step("verdict", table, "nothing to recommend", verdict)])
 
     base_name = baseline_configuration(runs)
     base_rows = runs[runs["configuration"] == base_name]
     floor = QualityFloor(quality, float(base_rows[quality].mean()), max_quality_loss)
-    runs["quality_loss"] = runs[quality].map(floor.loss)
+    runs["quality_loss"] = floor.losses(runs)
     note = "" if base_name == "torch fp32" else "; torch fp32 was not measured, the least compressed stands in"
     trace.append(
         Step("baseline", base_rows, base_name, f"{base_name} is the baseline ({quality} {floor.baseline:.4g}){note}")
     )
-    constraints = [
-        Constraint(column, target, higher)
-        for column, target, higher in (
-            ("decode_tokens_per_s", min_decode_tokens_per_s, True),
-            ("peak_rss_bytes", max_memory_bytes, False),
-            ("ttft_s", max_ttft_s, False),
-        )
-        if target is not None
-    ]
+    constraints = _constraints(min_decode_tokens_per_s, max_memory_bytes, max_ttft_s)
     frontier = pareto_front(table, quality="ppl_ratio" if quality == "perplexity" else quality, cost=cost)
 
     def evaluate(name: str, rows: pd.DataFrame, quality_note: str) -> tuple[pd.Series | None, bool]:
         step, best, borderline = _evaluate(name, rows, floor, constraints, cost, quality_note)
         trace.append(step)
         return best, borderline
+
+    def answer(best: pd.Series, borderline: bool, allowed: pd.DataFrame) -> Recommendation:
+        pool, pool_borderline = _meeting(allowed, floor, constraints)
+        step, best = _dominance_check(best, pool if pool_borderline == borderline else pool.head(0), floor, cost,
+                                      picked_at=len(trace))  # fmt: skip
+        trace.append(step)
+        return Recommendation(best, "recommend", trace, frontier, borderline, floor)
 
     bits = runs["weight_bits"]
     if max_quality_loss == 0:
@@ -292,7 +404,7 @@ def recommend(
                 )
             )
             return Recommendation(None, "distillation: " + reason, trace, frontier, floor=floor)
-        return Recommendation(best, "recommend", trace, frontier, borderline, floor)
+        return answer(best, borderline, lossless)
 
     floor_note = floor.describe()
     best, borderline = evaluate("loss allowed: try INT8 (8-bit weights)", runs[bits == 8], floor_note)
@@ -303,4 +415,4 @@ def recommend(
         levers = "; ".join(NEXT_LEVERS)
         trace.append(Step("verdict", runs, "nothing meets", f"{failing}. Next levers: {levers}"))
         return Recommendation(None, f"nothing meets: {failing}", trace, frontier, floor=floor)
-    return Recommendation(best, "recommend", trace, frontier, borderline, floor)
+    return answer(best, borderline, runs)

@@ -9,11 +9,11 @@ from pathlib import Path
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.utils import to_absolute_path
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from evalbench.cli import CONFIG_DIR
+from evalbench.config import Targets
 from evalbench.errors import EvalbenchError
-from evalbench.report.export import Targets
 
 
 @dataclass
@@ -29,7 +29,7 @@ ConfigStore.instance().store(name="report_schema", node=ReportConfig)
 
 
 def run_report(cfg: DictConfig) -> dict[str, object]:
-    """Load ``cfg.results_dir``, recommend per model and machine, write ``cfg.output_dir``."""
+    """Load ``cfg.results_dir``, recommend per model, machine and token set, write ``cfg.output_dir``."""
     import warnings
 
     from evalbench.report.export import write_report
@@ -54,6 +54,37 @@ def run_report(cfg: DictConfig) -> dict[str, object]:
     return write_report(df, output_dir, targets, png=cfg.png)
 
 
+def recommendations_text(outcome: dict[str, object], last_lines: int | None = None) -> str:
+    """Each group's decision trace (its last ``last_lines`` lines only, when given) under its title."""
+    from evalbench.report.export import section_title
+
+    blocks = []
+    for group, rec in outcome["recommendations"].items():
+        lines = str(rec).splitlines()
+        blocks.append(f"== {section_title(group)}\n" + "\n".join(lines[-last_lines:] if last_lines else lines))
+    return "\n\n".join(blocks)
+
+
+def report_after_sweep(cfg: DictConfig) -> None:
+    """The main command's last lines: the recommendation of every group in ``results_dir`` and the report's HTML.
+
+    A results folder the report cannot use (no successful run, a quality column no run measured)
+    is said in one line; the records stay as they are.
+    """
+    report = cfg.report
+    if not report.enabled:
+        return
+    settings = OmegaConf.create({**OmegaConf.to_container(report, resolve=True), "results_dir": cfg.results_dir})
+    try:
+        outcome = run_report(settings)
+    except EvalbenchError as exc:
+        print(f"evalbench: no recommendation: {exc}", flush=True)
+        return
+    print(f"\n{recommendations_text(outcome, last_lines=3)}\n")
+    floor = f"max_quality_loss={report.max_quality_loss:g}; evalbench-report for other targets"
+    print(f"report ({floor}): {outcome['html']}")
+
+
 # Its own folder: the main app's groups (quality, model, ...) would capture report keys of the same name.
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR / "report"), config_name="report")
 def _app(cfg: DictConfig) -> None:
@@ -62,9 +93,9 @@ def _app(cfg: DictConfig) -> None:
     except EvalbenchError as exc:
         print(f"evalbench-report: error: {exc}", file=sys.stderr)
         sys.exit(1)
-    for (model, machine), rec in outcome["recommendations"].items():
-        print(f"== {model} on machine {machine}\n{rec}\n")
+    print(recommendations_text(outcome) + "\n")
     print(f"report written to {Path(to_absolute_path(cfg.output_dir))}: " + ", ".join(p.name for p in outcome["files"]))
+    print(f"open {outcome['html']}")
 
 
 def main() -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 
 import pandas as pd
 
-from evalbench.analysis.objectives import GROUP_COLUMNS, with_objectives
+from evalbench.analysis.objectives import GROUP_COLUMNS, NO_TOKEN_SET, with_objectives
 from evalbench.analysis.recommend import Recommendation, recommend
+from evalbench.config import Targets
 from evalbench.report import figures
 
 log = logging.getLogger(__name__)
@@ -31,25 +32,22 @@ SUMMARY_COLUMNS = [
 ]
 
 
-@dataclass
-class Targets:
-    """The quality floor and performance targets of a recommendation (fields of ``recommend``)."""
-
-    max_quality_loss: float = 0.05
-    min_decode_tokens_per_s: float | None = None
-    max_memory_bytes: float | None = None
-    max_ttft_s: float | None = None
-    quality: str = "perplexity"
-    cost: str = "s_per_token"
+Group = tuple[str, str, str]  # model, machine, token set
 
 
-def recommend_each(df: pd.DataFrame, targets: Targets) -> dict[tuple[str, str], Recommendation]:
-    """One recommendation per model and machine: speeds are never compared across machines."""
+def recommend_each(df: pd.DataFrame, targets: Targets) -> dict[Group, Recommendation]:
+    """One recommendation per model, machine and token set: speeds are never compared across machines,
+    nor quality across token sets. A group whose runs all failed gets a recommendation that says so."""
     table = with_objectives(df)
     return {
-        (model, machine): recommend(table, model=model, machine=machine, **vars(targets))
-        for (model, machine), _ in table.groupby(GROUP_COLUMNS, dropna=False)
+        (model, machine, tokens): recommend(table, model=model, machine=machine, token_set=tokens, **vars(targets))
+        for (model, machine, tokens), _ in table.groupby(GROUP_COLUMNS, dropna=False)
     }
+
+
+def section_title(group: Group) -> str:
+    model, machine, tokens = group
+    return f"{model} on machine {machine}" + ("" if tokens == NO_TOKEN_SET else f" ({tokens})")
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -74,7 +72,7 @@ def _write_figure(fig, stem: Path, png: bool) -> list[Path]:
 
 
 def write_report(df: pd.DataFrame, output_dir: Path, targets: Targets, png: bool = True) -> dict[str, object]:
-    """Write every output for ``df`` into ``output_dir``; return the recommendations and the files."""
+    """Write every output for ``df`` into ``output_dir``; return the recommendations, the files and the HTML report."""
     output_dir.mkdir(parents=True, exist_ok=True)
     recommendations = recommend_each(df, targets)
     runs = with_objectives(df)
@@ -84,44 +82,57 @@ def write_report(df: pd.DataFrame, output_dir: Path, targets: Targets, png: bool
     runs["recommended"] = runs.index.isin([c.name for c in chosen])
     runs.to_csv(output_dir / "runs.csv", index=False)
     frontier.to_csv(output_dir / "frontier.csv", index=False)
-
     files: list[Path] = [output_dir / "runs.csv", output_dir / "frontier.csv"]
+    html = HtmlReport(f"Quality floor: {targets.quality}, max_quality_loss={targets.max_quality_loss:g} against the "
+                      f"baseline; targets: {_targets_text(targets)}.")  # fmt: skip
     ok = runs[runs["status"] == "ok"]
-    sections = [
-        "# evalbench report",
-        "",
-        f"Quality floor: {targets.quality}, max_quality_loss={targets.max_quality_loss:g} against the baseline; "
-        f"targets: {_targets_text(targets)}.",
-        "",
-    ]
-    for (model, machine), rec in recommendations.items():
-        slug = f"{model}-{machine}".replace("/", "_")
-        group = ok[(ok["model"] == model) & (ok["env.machine_id"] == machine)]
-        if len(group):
-            fig = figures.quality_vs_speed(group, rec.frontier, rec.config, rec.floor)
+    for group, rec in recommendations.items():
+        html.section(section_title(group), str(rec), rec.frontier.reindex(columns=SUMMARY_COLUMNS))
+        runs_of_group = ok[(ok[GROUP_COLUMNS] == pd.Series(group, index=GROUP_COLUMNS)).all(axis=1)]
+        if len(runs_of_group):
+            slug = "-".join(str(part) for part in group[:2]).replace("/", "_")
+            fig = figures.quality_vs_speed(runs_of_group, rec.frontier, rec.config, rec.floor)
             files += _write_figure(fig, output_dir / f"quality_vs_speed-{slug}", png)
-        sections += [
-            f"## {model} on machine {machine}",
-            "",
-            "```",
-            str(rec),
-            "```",
-            "",
-            "Pareto front:",
-            "",
-            markdown_table(rec.frontier.reindex(columns=SUMMARY_COLUMNS)),
-            "",
-        ]
+            html.figure(fig)
     if len(ok):
         for name, make in (
             ("speed_vs_threads", figures.speed_vs_threads),
             ("throughput_vs_batch", figures.throughput_vs_batch),
             ("memory_by_precision", figures.memory_by_precision),
         ):
-            files += _write_figure(make(ok), output_dir / name, png)
-    (output_dir / "report.md").write_text("\n".join(sections), encoding="utf-8")
-    files.append(output_dir / "report.md")
-    return {"recommendations": recommendations, "files": files}
+            fig = make(ok)
+            files += _write_figure(fig, output_dir / name, png)
+            html.figure(fig)
+    files += html.write(output_dir)
+    return {"recommendations": recommendations, "files": files, "html": output_dir / "report.html"}
+
+
+class HtmlReport:
+    """``report.md`` and ``report.html``: each section's decision trace and Pareto front; the HTML also
+    holds every figure, drawn by the ``plotly.min.js`` written beside it (works offline)."""
+
+    def __init__(self, intro: str) -> None:
+        self.markdown = ["# evalbench report", "", intro, ""]
+        self.body = [f"<h1>evalbench report</h1><p>{escape(intro)}</p>"]
+
+    def section(self, title: str, trace: str, front: pd.DataFrame) -> None:
+        self.markdown += [f"## {title}", "", "```", trace, "```", "", "Pareto front:", "", markdown_table(front), ""]
+        table = front.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0)
+        self.body.append(f"<h2>{escape(title)}</h2><pre>{escape(trace)}</pre><h3>Pareto front</h3>{table}")
+
+    def figure(self, fig) -> None:
+        self.body.append(fig.to_html(full_html=False, include_plotlyjs=False))
+
+    def write(self, output_dir: Path) -> list[Path]:
+        (output_dir / "report.md").write_text("\n".join(self.markdown), encoding="utf-8")
+        page = (
+            '<!DOCTYPE html><html><head><meta charset="utf-8"><title>evalbench report</title>'
+            '<script src="plotly.min.js"></script><style>body{font-family:sans-serif;margin:2em}'
+            "table{border-collapse:collapse}td,th{padding:2px 8px;text-align:right}</style></head><body>"
+            + "\n".join(self.body) + "</body></html>"
+        )  # fmt: skip
+        (output_dir / "report.html").write_text(page, encoding="utf-8")
+        return [output_dir / "report.md", output_dir / "report.html"]
 
 
 def _targets_text(targets: Targets) -> str:

@@ -68,6 +68,9 @@ class EvalbenchSweeper(BasicSweeper):
             f"evalbench: {total} configurations, {total - failed - partial} ok{resumed}, {failed} failed{quality}; "
             f"records in {results_dir}"
         )
+        from evalbench.report.cli import report_after_sweep
+
+        report_after_sweep(self.config)
         if failed or partial:
             sys.exit(1)
         return returns
