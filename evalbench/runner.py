@@ -228,14 +228,16 @@ def _time_generation(cfg: DictConfig, record: dict[str, Any], backend: Backend, 
 
 def _record_roofline(cfg: DictConfig, record: dict[str, Any], backend: Backend) -> None:
     """Decode tokens/s <= bandwidth x batch / bytes per step, at the mean context of the timed steps."""
-    bandwidth = read_bandwidth(_cache_dir(cfg), fingerprint()["machine_id"], cfg.threads, cfg.speed.remeasure_bandwidth)
+    step = backend.decode_bytes_per_step(cfg.batch_size, cfg.speed.prompt_tokens + cfg.speed.new_tokens / 2)
+    bandwidth = read_bandwidth(
+        _cache_dir(cfg), fingerprint()["machine_id"], cfg.threads, step["total"], cfg.speed.remeasure_bandwidth
+    )
     record.update(
         memory_bandwidth_bytes_per_s=bandwidth["bytes_per_s"],
         bandwidth_threads=bandwidth["threads"],
+        bandwidth_method=bandwidth["method"],
+        bandwidth_buffer_bytes=bandwidth["buffer_bytes"],
         bandwidth_file=bandwidth["file"],
-    )
-    step = backend.decode_bytes_per_step(cfg.batch_size, cfg.speed.prompt_tokens + cfg.speed.new_tokens / 2)
-    record.update(
         decode_bytes_per_step=step["total"],
         decode_weight_bytes_per_step=step["weights"],
         decode_kv_bytes_per_step=step["kv_cache"],

@@ -13,22 +13,34 @@ from evalbench.metrics.bandwidth import bytes_per_decode_step, measure_read_band
 from evalbench.metrics.memory import weight_bytes
 
 
-def test_bandwidth_is_measured_once_per_thread_count_and_remeasured_on_request(tmp_path, monkeypatch):
+def test_bandwidth_is_measured_once_per_thread_count_and_size_and_remeasured_on_request(tmp_path, monkeypatch):
     calls = []
 
-    def fake_probe(threads: int) -> float:
-        calls.append(threads)
-        return {1: 2e10, 2: 1.5e10, 3: 3e10}[threads] + len(calls)  # 2 threads disturbed by a slow spell
+    def fake_probe(threads: int, buffer_bytes: int) -> dict:
+        calls.append((threads, buffer_bytes >> 20))
+        rate = {1: 2e10, 2: 1.5e10, 3: 3e10}[threads] + len(calls)  # 2 threads disturbed by a slow spell
+        return {"bytes_per_s": rate, "method": "fake", "rates": {"fake": rate}}
 
     monkeypatch.setattr(bandwidth, "measure_read_bandwidth", fake_probe)
-    two = read_bandwidth(tmp_path, "box", threads=2)
-    assert calls == [1, 2] and two["threads"] == 1 and two["bytes_per_s"] == 2e10 + 1  # never below 1 thread's
-    assert read_bandwidth(tmp_path, "box", threads=1)["bytes_per_s"] == 2e10 + 1 and calls == [1, 2]  # cached
-    three = read_bandwidth(tmp_path, "box", threads=3)
-    assert calls == [1, 2, 3] and three["threads"] == 3 and three["bytes_per_s"] == 3e10 + 3
-    again = read_bandwidth(tmp_path, "box", threads=1, remeasure=True)
-    assert calls == [1, 2, 3, 1] and again["bytes_per_s"] == 2e10 + 4
-    assert read_bandwidth(tmp_path, "box", threads=1)["bytes_per_s"] == 2e10 + 4  # the new figure is kept
+    two = read_bandwidth(tmp_path, "box", threads=2, working_set_bytes=600e6)
+    assert calls == [(1, 512), (2, 512)] and two["threads"] == 1 and two["bytes_per_s"] == 2e10 + 1  # >= 1 thread's
+    assert read_bandwidth(tmp_path, "box", threads=1, working_set_bytes=513 << 20)["bytes_per_s"] == 2e10 + 1
+    assert len(calls) == 2  # the same buffer size: cached
+    three = read_bandwidth(tmp_path, "box", threads=3, working_set_bytes=600e6)
+    assert calls[2:] == [(3, 512)] and three["threads"] == 3 and three["bytes_per_s"] == 3e10 + 3
+    small = read_bandwidth(tmp_path, "box", threads=1, working_set_bytes=90e6)
+    assert calls[3:] == [(1, 64)] and small["buffer_bytes"] == 64 << 20  # a smaller working set: its own probe
+    again = read_bandwidth(tmp_path, "box", threads=1, working_set_bytes=600e6, remeasure=True)
+    assert calls[4:] == [(1, 512)] and again["bytes_per_s"] == 2e10 + 5
+    assert read_bandwidth(tmp_path, "box", threads=1, working_set_bytes=600e6)["bytes_per_s"] == 2e10 + 5
+
+
+@pytest.mark.parametrize(
+    ("working_set", "buffer"),
+    [(100, 1 << 20), (3 << 20, 2 << 20), (538e6, 512 << 20), (64 << 20, 64 << 20), (40e9, 1 << 30)],
+)
+def test_the_probe_buffer_is_the_working_set_rounded_down_to_a_power_of_two(working_set, buffer):
+    assert bandwidth.buffer_bytes_for(working_set) == buffer
 
 
 def _numpy_read_rate(buffer_bytes: int, passes: int) -> float:
@@ -46,9 +58,10 @@ def _timed(work) -> float:
 
 
 def test_real_probe_agrees_with_an_independent_read():
-    rate = measure_read_bandwidth(threads=1, buffer_bytes=256 << 20, passes=3)
+    probe = measure_read_bandwidth(threads=1, buffer_bytes=256 << 20, passes=3)
     independent = _numpy_read_rate(256 << 20, passes=3)
-    assert 0.5 < rate / independent < 2.0, (rate, independent)  # same memory, two summing loops
+    assert 0.5 < probe["rates"]["sum float32"] / independent < 2.0, (probe, independent)  # two summing loops
+    assert probe["bytes_per_s"] == max(probe["rates"].values()) and len(probe["rates"]) == 3
 
 
 def _kv_cache_bytes(model, tokens: int) -> int:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 
 from evalbench import recommend
+from evalbench.analysis.objectives import with_objectives
+from evalbench.analysis.pareto import pareto_front
 from evalbench.errors import EvalbenchError
 
 
@@ -14,7 +18,7 @@ def run(precision: str, ppl: float, tok_s: float, threads: int = 1, batch_size: 
     return {"model": model, "precision": precision, "threads": threads, "batch_size": batch_size, "perplexity": ppl,
             "decode_tokens_per_s": tok_s, "decode_tokens_per_s_std": std, "speed_repeats": 5, "peak_rss_bytes": rss,
             "ttft_s": 0.1, "status": status, "error": None if status == "ok" else "RuntimeError: boom",
-            "env.machine_id": machine}  # fmt: skip
+            "env.machine_id": machine, "prefill_tokens_per_s": 8 * tok_s, "weight_bytes": rss / 2}  # fmt: skip
 
 
 TABLE = [
@@ -185,3 +189,112 @@ def test_task_accuracy_floor_uses_its_stderr():
     assert tight.config.precision == "int8" and tight.borderline
     exact = recommend(table.drop(columns="task.lambada_openai.acc_stderr"), quality="task.lambada_openai.acc")
     assert exact.config.precision == "int8" and not exact.borderline  # no stderr recorded: taken as exact
+
+
+def scored(row: dict, ratio: float, half: float, tokens: str = "aaaa", reference: str = "ref-fp32") -> dict:
+    """``row`` with a perplexity ratio to the stored reference, its 95% interval and the token set it was scored on."""
+    interval = {"ppl_ratio": ratio, "ppl_ratio_ci_low": ratio - half, "ppl_ratio_ci_high": ratio + half}
+    token_set = {"eval_token_hash": tokens, "eval_tokens": 4092, "ppl_context": 1024}
+    return row | interval | token_set | {"reference_key": reference}
+
+
+# The issue's sample sweep: the tree's INT8 step stops at int8 (61.1 tok/s, +0.13%), while int4 decodes
+# 72.5 tok/s at +0.11%: as good within noise and faster beyond it.
+DOMINATED = [
+    scored(run("fp32", 20.0, 20.0, threads=2, batch_size=4, std=0.5), 1.0, 0.0),
+    scored(run("int8", 20.026, 61.1, threads=2, batch_size=4, std=1.0), 1.0013, 0.0008),
+    scored(run("int4", 20.022, 72.5, threads=2, batch_size=4, std=1.0), 1.0011, 0.0009),
+    scored(run("int4", 20.022, 61.5, threads=1, batch_size=4, std=1.0), 1.0011, 0.0009),
+]
+
+
+def test_a_dominated_tree_pick_is_overridden_and_the_trace_says_why():
+    rec = recommend(pd.DataFrame(DOMINATED), max_quality_loss=0.01)
+    assert (rec.config.precision, rec.config.threads) == ("int4", 2)
+    tree, override = rec.trace[-2], rec.trace[-1]
+    assert tree.name.startswith("loss allowed: try INT8") and "torch int8/t2/b4" in tree.reason
+    assert "no performance target was given, so 'meets the target?' had nothing to check" in tree.reason
+    assert override.name == "dominance check" and override.outcome == "overrides"
+    assert "step 2's pick torch int8/t2/b4: 61.1 decode tok/s [" in override.reason
+    assert "beaten beyond measurement noise by torch int4/t2/b4: 72.5 decode tok/s [" in override.reason
+    assert "perplexity loss +0.13% [" in override.reason and "perplexity loss +0.11% [" in override.reason
+    assert rec.config.name in rec.frontier.index  # the answer is on the Pareto front
+
+
+def test_a_run_ahead_only_within_noise_does_not_override_and_is_named():
+    table = [*DOMINATED[:2], scored(run("int4", 20.022, 62.0, threads=2, batch_size=4, std=5.0), 1.0011, 0.0009)]
+    rec = recommend(pd.DataFrame(table), max_quality_loss=0.01)
+    assert rec.config.precision == "int8" and rec.trace[-1].outcome == "kept"
+    assert "torch int4/t2/b4: 62.0 decode tok/s" in rec.trace[-1].reason and "within measurement noise" in str(rec)
+
+
+def test_a_faster_run_that_is_worse_beyond_noise_does_not_override():
+    table = [*DOMINATED[:2], scored(run("int4", 20.1, 90.0, threads=2, batch_size=4, std=1.0), 1.005, 0.0009)]
+    rec = recommend(pd.DataFrame(table), max_quality_loss=0.01)
+    assert rec.config.precision == "int8" and rec.trace[-1].outcome == "kept"
+
+
+def test_ppl_ratio_is_against_the_baseline_whatever_the_reference_was():
+    # Scored against a bf16 reference: fp32 is 0.5% better than it, int8 0.3% worse.
+    table = [
+        scored(run("fp32", 20.0, 10), 0.995, 0.001, reference="ref-bf16"),
+        scored(run("bf16", 20.1, 14), 1.0, 0.0, reference="ref-bf16"),
+        scored(run("int8", 20.16, 26), 1.003, 0.002, reference="ref-bf16"),
+    ]
+    runs = with_objectives(pd.DataFrame(table)).set_index("precision")
+    assert runs.loc["fp32", "ppl_ratio"] == pytest.approx(1.0)
+    assert runs.loc["int8", "ppl_ratio"] == pytest.approx(1.003 / 0.995)
+    assert runs.loc["int8", "ppl_ratio_vs_reference"] == 1.003  # what the run recorded, kept beside it
+    half = math.log(1.005 / 1.001) / 2, math.log(0.996 / 0.994) / 2  # int8's and fp32's log half-widths
+    assert math.log(runs.loc["int8", "ppl_ratio_ci_high"] / runs.loc["int8", "ppl_ratio"]) == pytest.approx(
+        math.hypot(*half), rel=1e-3
+    )
+    rec = recommend(pd.DataFrame(table), max_quality_loss=0.008)  # +0.80% against fp32: borderline, not clear
+    assert rec.config.precision == "int8" and rec.borderline
+
+
+def test_a_lower_is_better_task_metric_rewards_the_better_model():
+    table = pd.DataFrame([
+        run("fp32", 20.0, 10) | {"task.lambada_openai.perplexity": 20.0, "task.lambada_openai.acc": 0.40},
+        run("int8", 20.2, 22) | {"task.lambada_openai.perplexity": 20.5, "task.lambada_openai.acc": 0.39},
+        run("int4", 20.6, 35) | {"task.lambada_openai.perplexity": 30.0, "task.lambada_openai.acc": 0.33},
+    ])  # fmt: skip
+    rec = recommend(table, quality="task.lambada_openai.perplexity", max_quality_loss=0.05)
+    assert rec.config.precision == "int8" and rec.config.quality_loss == pytest.approx(0.025)
+    assert "within 5.0% of the baseline" in str(rec)
+    front = pareto_front(table, quality="task.lambada_openai.perplexity")
+    assert set(front.precision) == {"fp32", "int8", "int4"}  # each faster one is worse: all on the front
+    slow = run("int8_dynamic", 21, 9) | {"task.lambada_openai.perplexity": 40.0}
+    worse_and_slower = pd.concat([table, pd.DataFrame([slow])])
+    front = pareto_front(worse_and_slower, quality="task.lambada_openai.perplexity")
+    assert "int8_dynamic" not in set(front.precision)
+
+
+def test_runs_on_two_token_sets_are_never_compared():
+    first = [scored(r, 1.0 + (r["perplexity"] - 20) / 20, 0.001, tokens="aaaa") for r in TABLE]
+    other = [scored(r | {"perplexity": r["perplexity"] * 2}, 1.0, 0.001, tokens="bbbb") for r in TABLE[:2]]
+    with pytest.raises(EvalbenchError, match=r"several models, machines or token sets .*tokens aaaa.*tokens bbbb"):
+        recommend(pd.DataFrame([*first, *other]))
+    from evalbench.report.export import Targets, recommend_each
+
+    recs = recommend_each(pd.DataFrame([*first, *other]), Targets(max_quality_loss=0.05))
+    assert len(recs) == 2
+    by_tokens = {tokens[:11]: rec for (_, _, tokens), rec in recs.items()}
+    assert by_tokens["tokens aaaa"].floor.baseline == 20.0  # not averaged with the other set's 40.0
+    assert by_tokens["tokens aaaa"].config.precision == "int8"
+    assert by_tokens["tokens bbbb"].floor.baseline == 40.0 and by_tokens["tokens bbbb"].config is None
+
+
+def test_a_model_whose_runs_all_failed_does_not_stop_the_others(tmp_path):
+    from evalbench.report.export import Targets, write_report
+
+    broken = [run("fp32", float("nan"), float("nan"), status="failed", model="broken"),
+              run("int8", float("nan"), float("nan"), status="failed", model="broken")]  # fmt: skip
+    outcome = write_report(pd.DataFrame([*TABLE, *broken]), tmp_path, Targets(max_quality_loss=0.05), png=False)
+    recs = outcome["recommendations"]
+    assert recs[("m", "box", "not scored")].config.precision == "int8"
+    failed = recs[("broken", "box", "not scored")]
+    assert failed.config is None and failed.verdict == "nothing to recommend: all 2 runs failed"
+    report = (tmp_path / "report.md").read_text()
+    assert "## broken on machine box" in report and "RuntimeError: boom" in report
+    assert "<h2>m on machine box</h2>" in (tmp_path / "report.html").read_text()

@@ -81,7 +81,7 @@ def with_objectives(df: pd.DataFrame) -> pd.DataFrame:
     else the least compressed configuration) on the same tokens; the ratio a run recorded against
     ``quality.reference`` is kept as ``ppl_ratio_vs_reference``.
     """
-    out = with_configurations(df)
+    out = with_configurations(df if df.index.is_unique else df.reset_index(drop=True))
     if "env.machine_id" not in out:
         out["env.machine_id"] = "unknown"
     out["s_per_token"] = 1.0 / out["decode_tokens_per_s"]

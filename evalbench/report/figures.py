@@ -74,7 +74,7 @@ def quality_vs_speed(
         color="configuration",
         symbol="batch_size",
         hover_name=_run_label(table),
-        hover_data=HOVER,
+        hover_data=[c for c in HOVER if c in table],
         category_orders=_order(runs),
         labels=WORDS,
     )
