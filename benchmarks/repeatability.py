@@ -1,14 +1,16 @@
 """Do two runs of the same sweep on the same machine agree? Decode speed per configuration and the recommendation.
 
-Run the sample sweep twice into two folders, then compare them:
+Run a sweep twice into two folders, then compare them (20 configurations of the sample sweep):
 
-    evalbench sweep=sample results_dir=results/rep-a
-    evalbench sweep=sample results_dir=results/rep-b
-    .venv/bin/python benchmarks/repeatability.py results/rep-a results/rep-b --min-decode-tokens-per-s 25
+    for r in a b; do evalbench sweep=sample 'hydra.sweeper.params.precision="fp32,int8,q8_0,q4_0,ort_int4"' \
+        perplexity.max_tokens=2048 results_dir=results/rep-$r; done
+    .venv/bin/python benchmarks/repeatability.py results/rep-a results/rep-b --max-quality-loss 0.01 \
+        --min-decode-tokens-per-s 0
 
 For each configuration it prints both decode tokens/s with their 95% intervals, whether each
 run's mean lies inside the other's interval and whether the intervals overlap; then the
-recommendation made from each run. ``--check`` exits 1 when the recommendations differ.
+recommendation made from each run, and how often each run's machine probe caught a slow spell
+and timed a configuration again. ``--check`` exits 1 when the recommendations differ.
 """
 
 from __future__ import annotations
@@ -53,6 +55,13 @@ def main() -> int:
         f"first inside the second's for {int(inside_b.sum())}, intervals overlap for {int(overlap.sum())}; "
         f"median ratio {both.ratio.median():.3f} (min {both.ratio.min():.3f}, max {both.ratio.max():.3f})"
     )
+    for label, table in zip(("first", "second"), runs, strict=True):
+        if "machine_probe_retimes" in table:
+            retimed = table[table.machine_probe_retimes > 0]
+            names = retimed.configuration + " t" + retimed.threads.astype(str) + " b" + retimed.batch_size.astype(str)
+            worst = table.machine_probe_slowdowns.map(max, na_action="ignore").max()
+            print(f"{label} run: {len(retimed)} configuration(s) timed again after a slow spell (worst probe "
+                  f"slowdown {worst:.2f}x): {', '.join(names)}")  # fmt: skip
     choices = []
     for label, table in zip(("first", "second"), runs, strict=True):
         rec = evalbench.recommend(

@@ -298,3 +298,10 @@ def test_a_model_whose_runs_all_failed_does_not_stop_the_others(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "## broken on machine box" in report and "RuntimeError: boom" in report
     assert "<h2>m on machine box</h2>" in (tmp_path / "report.html").read_text()
+
+
+def test_a_borderline_tree_pick_gives_way_to_a_clear_run_that_beats_it():
+    table = pd.DataFrame([run("fp32", 20.0, 10), run("int8", 20.1, 20.5, std=2.0), run("int4", 20.1, 30, std=0.5)])
+    rec = recommend(table, max_quality_loss=0.05, min_decode_tokens_per_s=20)
+    assert rec.trace[-2].outcome == "chosen" and "are borderline on" in rec.trace[-2].reason  # the INT8 step
+    assert rec.config.precision == "int4" and not rec.borderline and rec.trace[-1].outcome == "overrides"

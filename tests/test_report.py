@@ -23,6 +23,7 @@ def test_report_writes_every_output(tiny_results, tmp_path):
         "runs.csv",
         "frontier.csv",
         "report.md",
+        "report.html",
         "speed_vs_threads.html",
         "throughput_vs_batch.html",
         "memory_by_precision.html",
@@ -43,6 +44,34 @@ def test_report_writes_every_output(tiny_results, tmp_path):
     assert (runs[runs.status == "ok"].roofline_tokens_per_s > 0).all()
     text = (tmp_path / "report.md").read_text()
     assert "## tiny on machine" in text and "| model | backend | precision |" in text and "RECOMMENDED" in text
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("Plotly.newPlot") == 4 and "<pre>" in page and "RECOMMENDED: tiny" in page
+    assert f"open {tmp_path / 'report.html'}" in out.stdout
+
+
+def test_figures_show_95_percent_intervals_words_and_the_named_recommendation(tiny_results):
+    from evalbench import load_results
+    from evalbench.analysis.objectives import with_objectives
+    from evalbench.report import figures
+    from evalbench.report.export import Targets, recommend_each
+
+    df = load_results(tiny_results)
+    [rec] = recommend_each(df, Targets(max_quality_loss=0.5)).values()
+    ok = with_objectives(df)[lambda t: t.status == "ok"]
+    speed = figures.speed_vs_threads(ok)
+    titles = [note.text for note in speed.layout.annotations]
+    assert "decode tokens/s" in titles and any(t.endswith(", batch 1") for t in titles)
+    assert not [t for t in titles if "=" in t] and speed.layout.xaxis.title.text == "threads"
+    decode = [t for t in speed.data if t.error_y.array is not None and max(t.error_y.array) > 0]
+    assert decode and all(len(t.error_y.array) == len(t.y) for t in decode)
+    quality = figures.quality_vs_speed(ok, rec.frontier, rec.config, rec.floor)
+    chosen = rec.config
+    label = f"recommended: {chosen.configuration}, {chosen.threads} thr, batch {chosen.batch_size}"
+    assert label in [note.text for note in quality.layout.annotations]
+    [front] = [t for t in quality.data if t.name == "Pareto front"]
+    assert len(front.text) == len(rec.frontier) and all(" thr, batch " in text for text in front.text)
+    assert any(t.error_x.array is not None and max(t.error_x.array) > 0 for t in quality.data)
+    assert quality.layout.xaxis.title.text == "decode tokens/s"
 
 
 def _failing_renderer(self, path, **kwargs):
@@ -66,7 +95,7 @@ def test_png_export_follows_the_renderer_and_the_flag(renderer, png, pngs, tiny_
     outcome = write_report(load_results(tiny_results), tmp_path, Targets(max_quality_loss=0.5), png=png)
     written = [p for p in outcome["files"] if p.suffix == ".png"]
     assert len(written) == pngs and sorted(written) == sorted(tmp_path.glob("*.png"))
-    assert len(list(tmp_path.glob("*.html"))) == 4  # the HTML figures come whatever happens to PNG
+    assert len(list(tmp_path.glob("*.html"))) == 5  # the 4 figures and report.html, whatever happens to PNG
     skipped = [r.message for r in caplog.records if "PNG of" in r.message]
     assert len(skipped) == (4 if renderer is _failing_renderer else 0)
     assert all("kaleido" in message for message in skipped)

@@ -383,10 +383,12 @@ def recommend(
         return best, borderline
 
     def answer(best: pd.Series, borderline: bool, allowed: pd.DataFrame) -> Recommendation:
-        pool, pool_borderline = _meeting(allowed, floor, constraints)
-        step, best = _dominance_check(best, pool if pool_borderline == borderline else pool.head(0), floor, cost,
-                                      picked_at=len(trace))  # fmt: skip
+        """The tree's pick after the dominance check, against runs meeting at least what the pick meets."""
+        checks = _checks(allowed, floor, constraints)
+        meets = ~(checks == FAIL).any(axis=1) if borderline else (checks == PASS).all(axis=1)
+        step, best = _dominance_check(best, allowed[meets], floor, cost, picked_at=len(trace))
         trace.append(step)
+        borderline = bool((checks.loc[best.name] != PASS).any()) if best.name in checks.index else borderline
         return Recommendation(best, "recommend", trace, frontier, borderline, floor)
 
     bits = runs["weight_bits"]

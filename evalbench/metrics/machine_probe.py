@@ -2,7 +2,7 @@
 
 A coefficient of variation within one configuration cannot see a neighbour that slows the
 whole machine for a minute: every repeat is slow alike. A fixed workload (a float32 matmul
-and a read of a buffer larger than the L2 caches, a few hundred milliseconds at most) is timed
+and a read of a buffer larger than the L2 caches, the median of 7 rounds: about 0.2 s) is timed
 before and after the timed section and compared with the fastest time this machine has ever
 shown for it (kept per machine and thread count in ``<cache_dir>/machine_probe/``). When the
 machine was measurably slower, the section is timed again once the probe has recovered,
@@ -12,6 +12,7 @@ within a budget, and the record says what happened (``machine_probe_*`` fields, 
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,24 +26,29 @@ from evalbench.results import write_record
 MATMUL_SIZE = 384
 MATMULS = 16
 READ_BYTES = 64 << 20
-ROUNDS = 5
+ROUNDS = 7
+PROBE_VERSION = 2  # references of another workload are not compared with
 
 
 def probe_seconds(threads: int) -> float:
-    """Seconds of the fixed workload at ``threads`` threads: the fastest of a few rounds."""
+    """Seconds of the fixed workload at ``threads`` threads: the median of a few rounds.
+
+    The median, not the fastest: a neighbour taking one of two cores slows most rounds of a
+    two-thread workload, yet leaves the odd round fast.
+    """
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         a = torch.ones(MATMUL_SIZE, MATMUL_SIZE)
         buffer = torch.ones(READ_BYTES // 4)
-        best = float("inf")
+        rounds = []
         for _ in range(ROUNDS):
             started = time.perf_counter()
             for _ in range(MATMULS):
                 a @ a
             buffer.sum()
-            best = min(best, time.perf_counter() - started)
-        return best
+            rounds.append(time.perf_counter() - started)
+        return statistics.median(rounds)
     finally:
         torch.set_num_threads(previous)
 
@@ -52,7 +58,7 @@ class ProbeReference:
 
     def __init__(self, cache_dir: str | Path, machine_id: str, threads: int) -> None:
         self.folder = Path(cache_dir).expanduser() / "machine_probe"
-        self.name = f"{machine_id}-t{threads}"
+        self.name = f"{machine_id}-t{threads}-v{PROBE_VERSION}"
         self.threads = threads
 
     def seconds(self) -> float | None:
