@@ -305,3 +305,13 @@ def test_a_borderline_tree_pick_gives_way_to_a_clear_run_that_beats_it():
     rec = recommend(table, max_quality_loss=0.05, min_decode_tokens_per_s=20)
     assert rec.trace[-2].outcome == "chosen" and "are borderline on" in rec.trace[-2].reason  # the INT8 step
     assert rec.config.precision == "int4" and not rec.borderline and rec.trace[-1].outcome == "overrides"
+
+
+def test_a_failed_run_joins_the_one_token_set_of_its_model():
+    from evalbench.report.export import Targets, recommend_each
+
+    table = [scored(r, 1.0 + (r["perplexity"] - 20) / 20, 0.001) for r in TABLE]
+    failed = run("int4", float("nan"), float("nan"), status="failed")  # failed before scoring: no token set
+    [(group, rec)] = recommend_each(pd.DataFrame([*table, failed]), Targets(max_quality_loss=0.05)).items()
+    assert group == ("m", "box", "tokens aaaa n 4092 context 1024")
+    assert rec.trace[0].name == "input" and "1 failed run(s) left out" in rec.trace[0].reason

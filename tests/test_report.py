@@ -40,7 +40,7 @@ def test_report_writes_every_output(tiny_results, tmp_path):
     assert chosen.s_per_token.iloc[0] == int8_within.s_per_token.min()
     frontier = pd.read_csv(tmp_path / "frontier.csv")
     assert set(frontier.run_id) == set(runs[runs.on_frontier].run_id)
-    assert "roofline_tokens_per_s" in (tmp_path / "throughput_vs_batch.html").read_text()  # the dashed roofline
+    assert "memory-bandwidth roofline" in (tmp_path / "throughput_vs_batch.html").read_text()  # dashed, in words
     assert (runs[runs.status == "ok"].roofline_tokens_per_s > 0).all()
     text = (tmp_path / "report.md").read_text()
     assert "## tiny on machine" in text and "| model | backend | precision |" in text and "RECOMMENDED" in text

@@ -47,27 +47,34 @@ def configuration_order(runs: pd.DataFrame) -> list[str]:
 
 
 def with_configurations(df: pd.DataFrame) -> pd.DataFrame:
-    """Add ``configuration`` ("<backend> <precision>") and ``token_set``; fill ``backend`` and ``weight_bits``
-    of older records."""
+    """Add ``configuration`` ("<backend> <precision>"); fill ``backend`` and ``weight_bits`` of older records."""
     out = df.copy()
     backend = out["backend"] if "backend" in out else pd.Series(None, index=out.index, dtype=object)
     out["backend"] = backend.fillna("torch")
     legacy = out["precision"].map(LEGACY_WEIGHT_BITS)
     out["weight_bits"] = out["weight_bits"].fillna(legacy) if "weight_bits" in out else legacy
     out["configuration"] = out["backend"].astype(str) + " " + out["precision"].astype(str)
-    out["token_set"] = token_sets(out)
     return out
 
 
 def token_sets(df: pd.DataFrame) -> pd.Series:
-    """Which tokens a run's quality was scored on: the scored ids' hash and the scoring window, in words."""
+    """Which tokens a run's quality was scored on: the scored ids' hash and the scoring window, in words.
+
+    A run that scored nothing (it failed, or measured speed only) joins its model's token set on
+    its machine when there is only one.
+    """
     if "eval_token_hash" not in df:
         return pd.Series(NO_TOKEN_SET, index=df.index, dtype=object)
     words = "tokens " + df["eval_token_hash"].astype(str).str[:8]
     for column, name in (("eval_tokens", "n"), ("ppl_context", "context")):
         if column in df:
             words += f" {name} " + df[column].astype("Int64").astype(str)
-    return words.where(df["eval_token_hash"].notna(), NO_TOKEN_SET)
+    sets = words.where(df["eval_token_hash"].notna(), NO_TOKEN_SET)
+    for _, group in df.groupby(["model", "env.machine_id"], dropna=False):
+        known = sets[group.index][sets[group.index] != NO_TOKEN_SET].unique()
+        if len(known) == 1:
+            sets[group.index] = known[0]
+    return sets
 
 
 def successful(df: pd.DataFrame) -> pd.DataFrame:
@@ -84,6 +91,7 @@ def with_objectives(df: pd.DataFrame) -> pd.DataFrame:
     out = with_configurations(df if df.index.is_unique else df.reset_index(drop=True))
     if "env.machine_id" not in out:
         out["env.machine_id"] = "unknown"
+    out["token_set"] = token_sets(out)
     out["s_per_token"] = 1.0 / out["decode_tokens_per_s"]
     if "ppl_ratio_vs_reference" in out:  # already derived: a table passes through here more than once
         return out
