@@ -82,6 +82,7 @@ class SpeedConfig:
     max_cv: float = 0.05  # a figure varying more (coefficient of variation) is warned about ...
     max_time_s: float = 0.0  # ... and re-timed until under max_cv or this many timed seconds (0: never)
     roofline: bool = True  # record the decode roofline from the machine's measured read bandwidth
+    timing_lock: bool = True  # one timed section at a time on this machine, across evalbench processes
     machine_probe: bool = True  # probe the machine before and after timing; re-time during a slow spell
     machine_probe_max_slowdown: float = 1.2  # probe time over the machine's best above this: a slow spell
     machine_probe_retimes: int = 2  # at most this many re-timings ...

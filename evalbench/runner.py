@@ -35,6 +35,7 @@ from evalbench.metrics.machine_probe import ProbeReference, ProbeSettings, probe
 from evalbench.metrics.memory import peak_rss_bytes, release_freed_memory, reset_peak_rss
 from evalbench.metrics.perplexity import Corpus, tokenize
 from evalbench.metrics.speed import measure_speed, prompt_batch
+from evalbench.metrics.timing_lock import timed_alone
 from evalbench.model import reuse
 from evalbench.model.loader import load_tokenizer
 from evalbench.model.source import ModelSource, resolve_source
@@ -213,12 +214,13 @@ def _time_generation(cfg: DictConfig, record: dict[str, Any], backend: Backend, 
             speed.min_time_s, speed.max_cv, speed.max_time_s,
         )  # fmt: skip
 
-    if not speed.machine_probe:
-        record.update(time_section())
-    else:
+    def probed_section() -> dict[str, Any]:
+        if not speed.machine_probe:
+            return time_section()
         reference = ProbeReference(_cache_dir(cfg), fingerprint()["machine_id"], cfg.threads)
-        settings = ProbeSettings.of(speed)
-        record.update(timed_with_probe(time_section, lambda: probe_seconds(cfg.threads), reference, settings))
+        return timed_with_probe(time_section, lambda: probe_seconds(cfg.threads), reference, ProbeSettings.of(speed))
+
+    record.update(timed_alone(probed_section) if speed.timing_lock else probed_section())
     if cfg.threads > (os.cpu_count() or 1):  # allowed by oversubscribe=true
         record["oversubscribed"] = True
         record["speed_warnings"].append(f"threads={cfg.threads} > {os.cpu_count()} logical cores: timings share cores")

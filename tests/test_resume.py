@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -94,3 +95,7 @@ def test_two_sweeps_writing_to_one_folder_at_once_lose_nothing(tiny_args, tmp_pa
     assert sorted(zip(frame.precision, frame.threads, strict=True)) == sorted(
         (p, t) for p in ("fp32", "int8", "int4") for t in (1, 2)
     )
+    # The two sweeps timed one at a time: no two timed windows overlap, whoever waited for whom.
+    windows = sorted(zip(frame.timed_from, frame.timed_until, strict=True))
+    assert all(end <= start for (_, end), (start, _) in itertools.pairwise(windows))
+    assert (frame.timing_lock_wait_s >= 0).all() and frame.timing_lock_file.nunique() == 1
