@@ -315,3 +315,14 @@ def test_a_failed_run_joins_the_one_token_set_of_its_model():
     [(group, rec)] = recommend_each(pd.DataFrame([*table, failed]), Targets(max_quality_loss=0.05)).items()
     assert group == ("m", "box", "tokens aaaa n 4092 context 1024")
     assert rec.trace[0].name == "input" and "1 failed run(s) left out" in rec.trace[0].reason
+
+
+def test_each_token_set_gets_its_own_figure(tmp_path):
+    from evalbench.report.export import Targets, write_report
+
+    first = [scored(r, 1.0 + (r["perplexity"] - 20) / 20, 0.001, tokens="aaaa") for r in TABLE]
+    other = [scored(r, 1.0, 0.001, tokens="bbbb") for r in TABLE[:2]]
+    write_report(pd.DataFrame([*first, *other]), tmp_path, Targets(max_quality_loss=0.05), png=False)
+    assert sorted(p.name for p in tmp_path.glob("quality_vs_speed-*.html")) == [
+        "quality_vs_speed-m-box-aaaa.html", "quality_vs_speed-m-box-bbbb.html"
+    ]

@@ -90,7 +90,7 @@ def write_report(df: pd.DataFrame, output_dir: Path, targets: Targets, png: bool
         html.section(section_title(group), str(rec), rec.frontier.reindex(columns=SUMMARY_COLUMNS))
         runs_of_group = ok[(ok[GROUP_COLUMNS] == pd.Series(group, index=GROUP_COLUMNS)).all(axis=1)]
         if len(runs_of_group):
-            slug = "-".join(str(part) for part in group[:2]).replace("/", "_")
+            slug = _slug(group)
             fig = figures.quality_vs_speed(runs_of_group, rec.frontier, rec.config, rec.floor)
             files += _write_figure(fig, output_dir / f"quality_vs_speed-{slug}", png)
             html.figure(fig)
@@ -105,6 +105,13 @@ def write_report(df: pd.DataFrame, output_dir: Path, targets: Targets, png: bool
             html.figure(fig)
     files += html.write(output_dir)
     return {"recommendations": recommendations, "files": files, "html": output_dir / "report.html"}
+
+
+def _slug(group: Group) -> str:
+    """A file-name part per section: model and machine, and the token set's hash when it has one."""
+    model, machine, tokens = group
+    parts = [model, machine] + ([] if tokens == NO_TOKEN_SET else [tokens.split()[1]])
+    return "-".join(str(part) for part in parts).replace("/", "_")
 
 
 class HtmlReport:
