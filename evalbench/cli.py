@@ -68,11 +68,12 @@ def _app(cfg: DictConfig) -> str:
         print(f"[tasks retried] {_head(record)}: the failed quality.tasks ran again")
     print(summary(record), flush=True)
     errors = [record["error"]] if record["status"] != "ok" else record.get("quality_errors", [])
-    if HydraConfig.get().mode == RunMode.RUN:  # a sweep reports once, at its end (the evalbench sweeper)
+    single_run = HydraConfig.get().mode == RunMode.RUN
+    if single_run:  # a sweep reports once, at its end (the evalbench sweeper)
         from evalbench.report.cli import report_after_sweep
 
         report_after_sweep(cfg)
-    if errors and HydraConfig.get().mode == RunMode.RUN:
+    if errors and single_run:
         for error in errors:
             print(f"evalbench: error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -72,6 +72,18 @@ def write_record(results_dir: str | Path, record: dict[str, Any]) -> Path:
     return target
 
 
+def read_record(results_dir: str | Path, run_id: str) -> dict[str, Any] | None:
+    """The record ``<results_dir>/records/<run_id>.json`` (with ``record_file``); None when absent or unreadable."""
+    path = Path(results_dir) / RECORDS_SUBDIR / f"{run_id}.json"
+    if not path.is_file():
+        return None
+    try:
+        return {**json.loads(path.read_text(encoding="utf-8")), "record_file": str(path)}
+    except (OSError, ValueError, TypeError) as exc:
+        warnings.warn(f"ignoring unreadable record {path}: {exc}", stacklevel=2)
+        return None
+
+
 def read_records(results_dir: str | Path) -> list[dict[str, Any]]:
     """Every readable record under ``results_dir``; an unreadable file is reported with a warning."""
     folder = Path(results_dir)

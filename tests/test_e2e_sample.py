@@ -95,7 +95,7 @@ def test_no_runtime_beats_the_roofline_and_every_timing_was_probed(all_results):
     assert set(all_results.backend) == {"torch", "llama_cpp", "ort_genai"}
     assert (all_results.roofline_fraction <= 1.0).all(), all_results.roofline_fraction.sort_values().tail(3)
     assert (all_results.bandwidth_buffer_bytes <= all_results.decode_bytes_per_step).all()
-    assert (all_results.machine_probe_reference_s > 0).all() and (all_results.machine_probe_slowdown >= 1).all()
+    assert (all_results.machine_probe_reference_s > 0).all()  # every timed section ran between two probes
     retimed = all_results[all_results.machine_probe_retimes > 0]
     assert all(any("slow spell" in w or "contended" in w for w in row.speed_warnings) for _, row in retimed.iterrows())
 
@@ -130,8 +130,11 @@ def test_report_recommends_a_run_that_meets_the_floor(sample_dir, tmp_path):
     chosen = runs[runs.recommended].iloc[0]
     baseline = runs[(runs.backend == "torch") & (runs.precision == "fp32")].perplexity.iloc[0]
     assert chosen.ppl_ratio_ci_high - 1 <= 0.02
-    int8_within = runs[(runs.weight_bits == 8) & (runs.ppl_ratio_ci_high - 1 <= 0.02)]
-    pick = int8_within.loc[int8_within.s_per_token.idxmin()]  # the tree's INT8 step: the cheapest 8-bit run
+    # The tree's INT8 step: the cheapest 8-bit run clearly meeting the floor and the speed target (with 2 timed
+    # repeats a decode interval can reach below 1 token/s: such a run is only borderline).
+    clear = (runs.ppl_ratio_ci_high - 1 <= 0.02) & (runs.decode_tokens_per_s_ci_low >= 1)
+    int8_within = runs[(runs.weight_bits == 8) & clear]
+    pick = int8_within.loc[int8_within.s_per_token.idxmin()]
     if (chosen.backend, chosen.precision) == (pick.backend, pick.precision):
         assert "dominance check: kept" in out.stdout
     else:  # overridden: no worse on both, and better beyond noise on one

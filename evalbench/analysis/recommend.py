@@ -207,11 +207,8 @@ def _checks(rows: pd.DataFrame, floor: QualityFloor, constraints: list[Constrain
     )
 
 
-def _meeting(rows: pd.DataFrame, floor: QualityFloor, constraints: list[Constraint]) -> tuple[pd.DataFrame, bool]:
+def _meeting(rows: pd.DataFrame, checks: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
     """The rows clearly meeting the floor and every constraint; else those borderline on some (True)."""
-    if rows.empty:
-        return rows, False
-    checks = _checks(rows, floor, constraints)
     clear = (checks == PASS).all(axis=1)
     close = ~(checks == FAIL).any(axis=1) & (checks == BORDERLINE).any(axis=1)
     return (rows[clear], False) if clear.any() else (rows[close], True)
@@ -223,7 +220,8 @@ def _evaluate(
     """Check ``rows`` against the floor and every constraint; pick the cheapest that passes (or is borderline)."""
     if rows.empty:
         return Step(name, rows, "not measured", "no run of this kind in the results"), None, False
-    chosen, borderline = _meeting(rows, floor, constraints)
+    checks = _checks(rows, floor, constraints)
+    chosen, borderline = _meeting(rows, checks)
     if len(chosen):
         best = chosen.sort_values([cost, "peak_rss_bytes"]).iloc[0]
         label = "are borderline on" if borderline else "meet"
@@ -238,7 +236,6 @@ def _evaluate(
             best,
             borderline,
         )
-    checks = _checks(rows, floor, constraints)
     quality_ok = checks["quality"] != FAIL
     best_loss = floor.format_loss(rows["quality_loss"].min())
     misses = [] if quality_ok.any() else [f"{quality_note} missed: best loss {best_loss}"]
@@ -260,14 +257,13 @@ class Position:
         (loss_low, loss_high), (cost_low, cost_high) = floor.interval(row), cost_interval(row, cost)
         return cls(row, (loss_low, row["quality_loss"], loss_high), (cost_low, row[cost], cost_high))
 
+    def no_worse(self, other: Position) -> bool:
+        """At most ``other``'s quality loss and cost, on the point estimates."""
+        return self.loss[1] <= other.loss[1] and self.cost[1] <= other.cost[1]
+
     def beats(self, other: Position) -> bool:
         """No worse on either, and better beyond noise (disjoint 95% intervals) on at least one."""
-        no_worse = self.loss[1] <= other.loss[1] and self.cost[1] <= other.cost[1]
-        return no_worse and (self.loss[2] < other.loss[0] or self.cost[2] < other.cost[0])
-
-    def ahead_within_noise(self, other: Position) -> bool:
-        """Better on the point estimates (Pareto), but not beyond noise."""
-        return self.loss[1] <= other.loss[1] and self.cost[1] <= other.cost[1] and not self.beats(other)
+        return self.no_worse(other) and (self.loss[2] < other.loss[0] or self.cost[2] < other.cost[0])
 
     def describe(self, floor: QualityFloor) -> str:
         r = self.row
@@ -284,21 +280,20 @@ def _dominance_check(
 ) -> tuple[Step, pd.Series]:
     """The tree's pick, unless a run of ``pool`` (meeting everything the pick meets) beats it; then the
     cheapest such run, checked again until nothing beats the answer."""
-    current = Position.of(pick, floor, cost)
+    original = current = Position.of(pick, floor, cost)
     candidates = [Position.of(row, floor, cost) for _, row in pool.sort_values(cost).iterrows()]
     for _ in range(len(candidates)):
         better = next((c for c in candidates if c.beats(current)), None)
         if better is None:
             break
         current = better
-    original = Position.of(pick, floor, cost)
     if current.row.name != pick.name:
         reason = (
             f"step {picked_at}'s pick {original.describe(floor)} is beaten beyond measurement noise by "
             f"{current.describe(floor)}, which meets the floor and every target; recommending it instead"
         )
         return Step("dominance check", pd.DataFrame([pick, current.row]), "overrides", reason), current.row
-    close = [c for c in candidates if c.row.name != pick.name and c.ahead_within_noise(original)]
+    close = [c for c in candidates if c.row.name != pick.name and c.no_worse(original)]
     reason = "no run meeting the floor and every target beats it on quality and cost"
     if close:
         reason += f"; {close[0].describe(floor)} is ahead only within measurement noise (kept)"
@@ -388,7 +383,7 @@ def recommend(
         meets = ~(checks == FAIL).any(axis=1) if borderline else (checks == PASS).all(axis=1)
         step, best = _dominance_check(best, allowed[meets], floor, cost, picked_at=len(trace))
         trace.append(step)
-        borderline = bool((checks.loc[best.name] != PASS).any()) if best.name in checks.index else borderline
+        borderline = bool((checks.loc[best.name] != PASS).any())  # the pick, or a run beating it, is in allowed
         return Recommendation(best, "recommend", trace, frontier, borderline, floor)
 
     bits = runs["weight_bits"]

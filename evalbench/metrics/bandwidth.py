@@ -13,7 +13,6 @@ count and buffer size in ``<cache_dir>/bandwidth/`` (``speed.remeasure_bandwidth
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 
 from evalbench.metrics.memory import weight_bytes
-from evalbench.results import write_record
+from evalbench.results import read_record, write_record
 
 log = logging.getLogger(__name__)
 METHOD_VERSION = 2  # cached figures of older methods are measured again
@@ -79,16 +78,10 @@ def measure_read_bandwidth(threads: int, buffer_bytes: int = MAX_BUFFER_BYTES, p
 def _probe(folder: Path, machine_id: str, threads: int, buffer_bytes: int, remeasure: bool) -> dict[str, Any]:
     """The cached measurement at exactly ``threads`` threads and ``buffer_bytes``, measured when missing or asked."""
     name = f"{machine_id}-t{threads}-{buffer_bytes >> 20}MiB-v{METHOD_VERSION}"
-    path = folder / "records" / f"{name}.json"
-    cached = None
-    if path.is_file():
-        try:
-            cached = {**json.loads(path.read_text(encoding="utf-8")), "file": str(path)}
-        except ValueError:
-            log.warning("re-measuring bandwidth: %s is unreadable", path)
-    if cached is not None and not remeasure:
-        return cached
-    log.info("measuring memory read bandwidth, %d threads, %d MiB (cached in %s)", threads, buffer_bytes >> 20, path)
+    cached = None if remeasure else read_record(folder, name)
+    if cached is not None:
+        return {**cached, "file": cached["record_file"]}
+    log.info("measuring memory read bandwidth, %d threads, %d MiB (cached in %s)", threads, buffer_bytes >> 20, folder)
     entry = {
         "run_id": name,
         **measure_read_bandwidth(threads, buffer_bytes),

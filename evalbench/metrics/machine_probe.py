@@ -11,7 +11,6 @@ within a budget, and the record says what happened (``machine_probe_*`` fields, 
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from typing import Any
 
 import torch
 
-from evalbench.results import write_record
+from evalbench.results import read_record, write_record
 
 MATMUL_SIZE = 384
 MATMULS = 16
@@ -62,11 +61,8 @@ class ProbeReference:
         self.threads = threads
 
     def seconds(self) -> float | None:
-        path = self.folder / "records" / f"{self.name}.json"
-        try:
-            return float(json.loads(path.read_text(encoding="utf-8"))["seconds"])
-        except (OSError, ValueError, KeyError):
-            return None
+        stored = read_record(self.folder, self.name)
+        return None if stored is None else float(stored["seconds"])
 
     def update(self, seconds: float) -> float:
         """Keep ``seconds`` when faster than the stored figure; return the reference."""

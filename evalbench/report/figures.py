@@ -125,9 +125,7 @@ def _speeds_long(runs: pd.DataFrame, id_vars: list[str], measures: list[str]) ->
     """One row per run and measure, with its value and the distances to its 95% interval."""
     parts = []
     for measure in measures:
-        table = _with_errors(runs, measure) if f"{measure}_ci_low" in runs else runs.assign(
-            **{f"{measure}_plus": 0.0, f"{measure}_minus": 0.0}
-        )  # fmt: skip
+        table = _with_errors(runs, measure)
         part = table[id_vars].assign(
             measure=WORDS.get(measure, measure),
             tokens_per_s=table[measure],
