@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import os
-import statistics
 import sys
 
 import torch
+from round_robin import print_medians, time_round_robin
 
 from evalbench.config import DatasetConfig, ModelConfig
 from evalbench.dataset.text import load_text
-from evalbench.environment import fingerprint
 from evalbench.metrics.perplexity import tokenize
-from evalbench.metrics.speed import measure_speed, prompt_batch
+from evalbench.metrics.speed import prompt_batch, time_generation
 from evalbench.model.loader import load_model
 from evalbench.precision.bf16 import BF16
 from evalbench.precision.fp32 import FP32
@@ -65,23 +65,10 @@ def main() -> int:
     models = {name: precision.apply(copy.deepcopy(base)) for name, precision in PRECISIONS.items()}
     del base
 
-    samples: dict[str, list[float]] = {name: [] for name in models}
-    for round_index in range(args.rounds):
-        for name, model in models.items():
-            fields = measure_speed(model, prompts, args.new_tokens, warmup=1, repeats=1)
-            samples[name].append(fields["decode_tokens_per_s"])
-        print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(f"{n} {s[-1]:.1f}" for n, s in samples.items()))
-
-    env = fingerprint()
-    print(
-        f"\n{env['cpu_model']} ({env['cpu_isa']}), {env['logical_cores']} cores, torch {env['torch']}, "
-        f"threads={args.threads} batch_size={args.batch_size} prompt={args.prompt_tokens} new={args.new_tokens}"
-    )
-    median = {name: statistics.median(values) for name, values in samples.items()}
-    print(f"{'precision':<14}{'decode tok/s (median)':>22}{'min':>8}{'max':>8}{'x fp32':>8}")
-    for name, values in samples.items():
-        ratio = median[name] / median["fp32"]
-        print(f"{name:<14}{median[name]:>22.1f}{min(values):>8.1f}{max(values):>8.1f}{ratio:>8.2f}")
+    generators = {name: functools.partial(time_generation, model) for name, model in models.items()}
+    samples = time_round_robin(generators, prompts, args.new_tokens, args.rounds)
+    setting = f"threads={args.threads} batch_size={args.batch_size} prompt={args.prompt_tokens} new={args.new_tokens}"
+    median = print_medians(samples, "fp32", setting)
     ratios = {
         "bf16": median["bf16"] / median["fp32"],
         "int8 (best scheme)": max(median["int8"], median["int8_dynamic"]) / median["fp32"],

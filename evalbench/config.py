@@ -88,6 +88,7 @@ class SpeedConfig:
     machine_probe_retimes: int = 2  # at most this many re-timings ...
     machine_probe_wait_s: float = 60.0  # ... each after waiting up to this long for the probe to recover
     remeasure_bandwidth: bool = False  # measure the bandwidth again instead of using the cached figure
+    kv_cache: bool = True  # false: recompute the whole prefix at every decode step (backend=torch)
 
 
 @dataclass
@@ -118,6 +119,7 @@ class EvalbenchConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     backend: Any = MISSING  # instantiated through its ``_target_`` (``evalbench/backends``)
     precision: Any = MISSING  # instantiated through its ``_target_`` (``evalbench/precision``)
+    pruning: Any = MISSING  # instantiated through its ``_target_`` (``evalbench/pruning``)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
@@ -130,6 +132,8 @@ class EvalbenchConfig:
     isolation: str = "process"  # "process": each configuration in a fresh process; "none": in this one
     timeout_s: float = 7200.0  # isolation=process: a measuring process still running after this is killed
     oversubscribe: bool = False  # allow threads > this machine's logical cores (timings then share cores)
+    affinity: str = "none"  # "cores": the measuring process bound to `threads` physical cores (evalbench/affinity.py)
+    memory_check: bool = True  # refuse a configuration whose estimated memory exceeds what is available
     report: SweepReportConfig = field(default_factory=SweepReportConfig)
 
 
@@ -174,6 +178,10 @@ def validate(cfg: Any) -> None:
     _check(
         cfg.isolation in ("none", "process"),
         f"isolation={cfg.isolation} is invalid; valid: none (in-process, model reused) or process",
+    )
+    _check(
+        cfg.affinity in ("none", "cores"),
+        f"affinity={cfg.affinity} is invalid; valid: none, or cores (one thread per physical core)",
     )
     _check(cfg.batch_size >= 1, f"batch_size={cfg.batch_size} is invalid; valid: an integer >= 1")
     ppl, speed = cfg.perplexity, cfg.speed

@@ -8,6 +8,8 @@ still running after ``timeout_s``, becomes a failed record naming how it ended; 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
 import signal
 from collections.abc import Callable
@@ -17,11 +19,19 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 Measure = Callable[[DictConfig, dict[str, Any], Path], None]
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its parent dies (a stopped sweep leaves no orphan timing)."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux / glibc
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _child(measure: Measure, container: dict[str, Any], record: dict[str, Any], results_dir: str, pipe) -> None:
     import logging
 
+    _die_with_parent()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     measure(OmegaConf.create(container), record, Path(results_dir))
     pipe.send(record)

@@ -23,6 +23,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
+from evalbench.affinity import bound, core_cpus
 from evalbench.backends.base import Backend, BackendConfig
 from evalbench.backends.torch.config import TorchConfig
 from evalbench.config import precision_backends, validate
@@ -33,6 +34,7 @@ from evalbench.isolation import measure_in_child
 from evalbench.metrics.bandwidth import read_bandwidth
 from evalbench.metrics.machine_probe import ProbeReference, ProbeSettings, probe_seconds, timed_with_probe
 from evalbench.metrics.memory import peak_rss_bytes, release_freed_memory, reset_peak_rss
+from evalbench.metrics.memory_estimate import available_bytes, check_fits, count_parameters, estimate
 from evalbench.metrics.perplexity import Corpus, tokenize
 from evalbench.metrics.speed import measure_speed, prompt_batch
 from evalbench.metrics.timing_lock import timed_alone
@@ -40,6 +42,8 @@ from evalbench.model import reuse
 from evalbench.model.loader import load_tokenizer
 from evalbench.model.source import ModelSource, resolve_source
 from evalbench.precision.base import Precision
+from evalbench.pruning.base import Pruning
+from evalbench.pruning.calibration import calibration_ids
 from evalbench.quality import scoring
 from evalbench.quality.tasks import resolve_tasks, run_tasks
 from evalbench.results import ensure_writable, find_recorded, write_record
@@ -51,13 +55,13 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _group_name(cfg: DictConfig, group: str) -> str:
-    """A group's name as the config gives it (``name``), else its class's; the raw value when broken."""
+def _group_name(cfg: DictConfig, group: str, attribute: str = "name") -> str:
+    """A group's name as the config gives it (``attribute``), else its class's; the raw value when broken."""
     node = OmegaConf.select(cfg, group, default=None, throw_on_missing=False)
-    name = OmegaConf.select(node, "name", default=None, throw_on_missing=False) if node is not None else None
+    name = OmegaConf.select(node, attribute, default=None, throw_on_missing=False) if node is not None else None
     target = str(OmegaConf.select(cfg, f"{group}._target_", default="unknown", throw_on_missing=False))
     try:
-        return str(name or get_class(target).name)
+        return str(name or getattr(get_class(target), attribute))
     except (ImportError, AttributeError, ValueError):
         return target
 
@@ -76,6 +80,8 @@ def new_record(cfg: DictConfig) -> dict[str, Any]:
         "model": model,
         "backend": backend,
         "precision": precision,
+        "pruning_method": _group_name(cfg, "pruning", "method"),
+        "kv_cache": OmegaConf.select(cfg, "speed.kv_cache", default=True, throw_on_missing=False),
         "threads": cfg.threads,
         "batch_size": cfg.batch_size,
         "started_at": _now(),
@@ -88,10 +94,16 @@ class Configuration:
 
     backend: BackendConfig
     precision: Precision
+    pruning: Pruning
 
     def describe(self) -> dict[str, Any]:
         """Record fields naming it; equal descriptions measure the same model."""
-        return {**self.precision.describe(), "backend": self.backend.name, **self.backend.describe()}
+        return {
+            **self.precision.describe(),
+            "backend": self.backend.name,
+            **self.backend.describe(),
+            **self.pruning.describe(),
+        }
 
 
 def _instantiate(group: str, node: DictConfig) -> Any:
@@ -116,7 +128,29 @@ def check_configuration(cfg: DictConfig) -> Configuration:
             f"valid for {backend.name}: {', '.join(valid)}"
         )
     precision.check_supported()
-    return Configuration(backend, precision)
+    pruning: Pruning = _instantiate("pruning", cfg.pruning)
+    _check_levers(cfg, backend, pruning)
+    return Configuration(backend, precision, pruning)
+
+
+def _check_levers(cfg: DictConfig, backend: BackendConfig, pruning: Pruning) -> None:
+    """Refuse a lever the backend does not have, naming the backends that do."""
+    if pruning.method != "none" and not backend.prunable:
+        raise EvalbenchError(
+            f"pruning={pruning.method} applies to the weights backend=torch loads, not backend={backend.name}; "
+            "valid: pruning=none, or backend=torch"
+        )
+    if not cfg.speed.kv_cache and not backend.kv_cache_optional:
+        raise EvalbenchError(
+            f"speed.kv_cache=false is not offered by backend={backend.name} (it always caches); valid: "
+            "speed.kv_cache=true, or backend=torch"
+        )
+    if not cfg.speed.kv_cache and getattr(backend, "compile", False):
+        raise EvalbenchError(
+            "backend.compile=true compiles the decode step over a static KV cache; valid: speed.kv_cache=true"
+        )
+    if cfg.affinity == "cores":
+        core_cpus(cfg.threads)  # raises when the machine has fewer physical cores
 
 
 def _cache_dir(cfg: DictConfig) -> Path:
@@ -131,13 +165,24 @@ def _needed_tokens(cfg: DictConfig) -> int | None:
     return speed or 1
 
 
-def _read_tokens(cfg: DictConfig, record: dict[str, Any]) -> tuple[Any, ModelSource, Corpus]:
-    """The model's tokenizer and the dataset's leading tokens this run needs, as every backend is fed them."""
+def _read_tokens(cfg: DictConfig, record: dict[str, Any]) -> tuple[Any, ModelSource, Corpus, str]:
+    """The model's tokenizer, the dataset's leading tokens this run needs (as every backend is fed them) and
+    the whole text."""
     text = load_text(cfg.dataset)
     record["dataset_source"] = text.source
     tokenizer, source = load_tokenizer(cfg.model, _cache_dir(cfg))
     record.update(model_location=source.location, gguf_file=source.gguf_file)
-    return tokenizer, source, tokenize(text.text, tokenizer, _needed_tokens(cfg))
+    return tokenizer, source, tokenize(text.text, tokenizer, _needed_tokens(cfg)), text.text
+
+
+def _calibrate_pruning(pruning: Pruning, text: str, corpus: Corpus, tokenizer: Any, record: dict[str, Any]) -> None:
+    """Give a pruning method that reads activations its calibration tokens: the text's last ones."""
+    if not pruning.calibration_tokens:
+        return
+    pruning.calibration, overlaps = calibration_ids(text, len(corpus.text), tokenizer, pruning.calibration_tokens)
+    record["pruning_calibration_overlaps_scored"] = overlaps
+    if overlaps:
+        log.warning("pruning calibrates on tokens perplexity also scores (the whole text is scored)")
 
 
 def _plan_scoring(
@@ -168,26 +213,60 @@ def _load_backend(cfg: DictConfig, configuration: Configuration, tokenizer: Any,
     reused = kept is not None
     release_freed_memory()  # an earlier configuration's model, dropped by take()
     if kept is None:
-        backend = configuration.backend.build(configuration.precision, cfg.model, _cache_dir(cfg))
-        kept = reuse.LoadedBackend(key, backend, backend.load(tokenizer))
+        reset_peak_rss()  # load_peak_rss_bytes: the peak while loading and converting
+        backend = configuration.backend.build(
+            configuration.precision, cfg.model, _cache_dir(cfg), configuration.pruning
+        )
+        fields = backend.load(tokenizer)
+        kept = reuse.LoadedBackend(key, backend, {**fields, "load_peak_rss_bytes": peak_rss_bytes()})
         if cfg.isolation == "none":
             reuse.keep(kept)
     record.update(kept.fields, backend_version=kept.backend.version(), model_reused=reused)
     return kept.backend
 
 
+def _check_memory(cfg: DictConfig, configuration: Configuration, tokenizer: Any, record: dict[str, Any]) -> None:
+    """Record the configuration's estimated peak memory; refuse it (one line) when it exceeds what is available."""
+    parameters, text_config = count_parameters(tokenizer.name_or_path, cfg.model.trust_remote_code)
+    sequence = cfg.speed.prompt_tokens + cfg.speed.new_tokens if cfg.speed.enabled else 0
+    window = cfg.perplexity.context if cfg.perplexity.enabled else 0
+    bits, pruned = configuration.precision.weight_bits, configuration.pruning.method != "none"
+    needed = estimate(parameters, text_config, bits, cfg.batch_size, sequence, window, pruned)
+    available = available_bytes()
+    record.update(memory_estimate_bytes=needed.total, memory_available_bytes=available)
+    if cfg.memory_check:
+        check_fits(needed, available)
+
+
 def _measure(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None:
     configuration = check_configuration(cfg)
-    record.update(configuration.describe(), measured_pid=os.getpid(), sweep_pid=record.get("sweep_pid", os.getpid()))
+    record.update(
+        configuration.describe(),
+        load_mode=getattr(configuration.backend, "load_mode", None),
+        measured_pid=os.getpid(),
+        sweep_pid=record.get("sweep_pid", os.getpid()),
+    )
+    with bound(cfg.affinity, cfg.threads) as placement:
+        record.update(placement)
+        _measure_configuration(cfg, configuration, record, results_dir)
+
+
+def _measure_configuration(
+    cfg: DictConfig, configuration: Configuration, record: dict[str, Any], results_dir: Path
+) -> None:
     tasks = resolve_tasks(cfg.quality, record)
-    tokenizer, source, corpus = _read_tokens(cfg, record)
+    tokenizer, source, corpus, text = _read_tokens(cfg, record)
+    _calibrate_pruning(configuration.pruning, text, corpus, tokenizer, record)
     prompts = prompt_batch(corpus.ids, cfg.batch_size, cfg.speed.prompt_tokens) if cfg.speed.enabled else None
     plan = _plan_scoring(cfg, record, results_dir, corpus, source.location, configuration.describe())
+    _check_memory(cfg, configuration, tokenizer, record)
     computed_reference = plan is not None and scoring.prepare_reference(
         plan, lambda precision: _reference_backend(cfg, precision, tokenizer), record["run_id"]
     )
     backend = _load_backend(cfg, configuration, tokenizer, record)
     record.update(backend.set_threads(cfg.threads))
+    if prompts is not None:  # compiles, if asked: a precision that cannot fails before anything is scored
+        record.update(backend.prepare_generation(prompts, cfg.speed.new_tokens, cfg.speed.kv_cache))
     release_freed_memory()  # what loading and converting freed
     reset_peak_rss()  # peak_rss_bytes covers inference on the converted model, not loading
     record["weight_bytes"] = backend.weight_bytes()
@@ -230,7 +309,8 @@ def _time_generation(cfg: DictConfig, record: dict[str, Any], backend: Backend, 
 
 def _record_roofline(cfg: DictConfig, record: dict[str, Any], backend: Backend) -> None:
     """Decode tokens/s <= bandwidth x batch / bytes per step, at the mean context of the timed steps."""
-    step = backend.decode_bytes_per_step(cfg.batch_size, cfg.speed.prompt_tokens + cfg.speed.new_tokens / 2)
+    context = cfg.speed.prompt_tokens + cfg.speed.new_tokens / 2 if cfg.speed.kv_cache else 0  # no cache: none read
+    step = backend.decode_bytes_per_step(cfg.batch_size, context)
     bandwidth = read_bandwidth(
         _cache_dir(cfg), fingerprint()["machine_id"], cfg.threads, step["total"], cfg.speed.remeasure_bandwidth
     )
@@ -251,7 +331,7 @@ def _record_roofline(cfg: DictConfig, record: dict[str, Any], backend: Backend) 
 def config_key(cfg: DictConfig) -> str:
     """A hash of the resolved configuration, less where results and caches go and whether to force."""
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    for key in ("results_dir", "cache_dir", "force", "timeout_s", "report"):
+    for key in ("results_dir", "cache_dir", "force", "timeout_s", "report", "memory_check"):
         resolved.pop(key, None)
     return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:20]
 

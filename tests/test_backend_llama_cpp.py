@@ -115,6 +115,55 @@ def test_threads_bytes_and_version(tiny_model_dir, tiny_tokenizer, cache_dir):
     backend.close()
 
 
+@pytest.fixture(scope="module")
+def head32_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny Llama with heads of 32 dimensions: llama.cpp's q8_0 and q4_0 blocks of 32 divide them."""
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-head32")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_model_dir / name, folder / name)
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    config.num_attention_heads, config.num_key_value_heads, config.head_dim = 2, 1, 32
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def test_a_quantized_kv_cache_is_smaller_and_scoring_goes_through_it(
+    head32_model_dir, tiny_tokenizer, cache_dir, window
+):
+    """Scoring writes each window's K and V into the cache at its type and attends over it."""
+    errors, kv_bytes = {}, {}
+    reference = loaded(head32_model_dir, tiny_tokenizer, cache_dir, **EXACT).log_probs(window)
+    for kv_type in ("f16", "q8_0", "q4_0"):
+        backend = loaded(head32_model_dir, tiny_tokenizer, cache_dir, kv_cache_type=kv_type, flash_attn="on")
+        errors[kv_type] = float((backend.log_probs(window) - reference).abs().max())
+        kv_bytes[kv_type] = backend.decode_bytes_per_step(1, 100)["kv_cache"]
+        backend.close()
+    assert 0 < errors["f16"] < errors["q8_0"] < errors["q4_0"]
+    per_token = 2 * 2 * 1 * 32  # K and V x 2 layers x 1 KV head of 32
+    assert kv_bytes == {
+        "f16": 100 * per_token * 2,
+        "q8_0": 100 * per_token * 34 / 32,
+        "q4_0": 100 * per_token * 18 / 32,
+    }
+
+
+def test_a_kv_cache_type_the_heads_do_not_fit_is_one_line_with_llama_cpps_reason(
+    tiny_model_dir, tiny_tokenizer, cache_dir
+):
+    with pytest.raises(EvalbenchError, match=r"kv_cache_type=q8_0\): .*block size 32 does not divide n_embd_head_k=16"):
+        loaded(tiny_model_dir, tiny_tokenizer, cache_dir, kv_cache_type="q8_0")
+
+
+def test_read_into_memory_holds_the_weights_in_a_buffer_not_a_mapping(tiny_model_dir, tiny_tokenizer, cache_dir):
+    fields = {mode: loaded(tiny_model_dir, tiny_tokenizer, cache_dir, load_mode=mode).load(tiny_tokenizer)
+              for mode in ("mmap", "read")}  # fmt: skip
+    assert fields["mmap"]["mapped_weight_bytes"] > 0 and fields["mmap"]["read_weight_bytes"] == 0
+    assert fields["read"]["mapped_weight_bytes"] == 0 and fields["read"]["read_weight_bytes"] > 0
+
+
 def test_f32_from_gguf_dequantizes_and_keeps_metadata(tiny_model_dir, cache_dir, tmp_path):
     source, _ = prepared_gguf(ModelConfig(name="tiny", path=str(tiny_model_dir)), GGUFType("q8_0"), cache_dir)
     f32_from_gguf(source, tmp_path / "f32.gguf")
@@ -131,8 +180,12 @@ def test_wrong_precision_and_config_values_fail_with_the_valid_ones():
     with pytest.raises(PrecisionError, match="valid") as error:
         GGUFType(name="q3_x")
     assert all(name in str(error.value) for name in GGUF_TYPES)
-    with pytest.raises(EvalbenchError, match=r"backend.kv_cache_type=q4 is invalid; valid: \['f16', 'f32'\]"):
+    with pytest.raises(EvalbenchError, match=r"backend.kv_cache_type=q4 is invalid; valid: \['f32', 'f16', 'q8_0'"):
         LlamaCppConfig(kv_cache_type="q4")
+    with pytest.raises(EvalbenchError, match=r"kv_cache_type=q8_0 needs flash attention .*valid: backend.flash_attn"):
+        LlamaCppConfig(kv_cache_type="q8_0", flash_attn="off")
+    with pytest.raises(EvalbenchError, match=r"backend.load_mode=lazy is invalid; valid: \['mmap', 'read', 'mlock'\]"):
+        LlamaCppConfig(load_mode="lazy")
     with pytest.raises(EvalbenchError, match=r"backend\.n_ubatch=1024 is invalid"):
         LlamaCppConfig(n_batch=512, n_ubatch=1024)
 

@@ -33,19 +33,23 @@ def test_in_process_sweeps_reuse_the_converted_model_across_threads_and_batch_si
     assert frame.weight_bytes.groupby(frame.precision).nunique().eq(1).all()
 
 
+def _measuring_child(sweep: subprocess.Popen) -> psutil.Process:
+    """The sweep's spawned measuring process, once it exists."""
+    parent, child = psutil.Process(sweep.pid), None
+    deadline = time.monotonic() + 120
+    while child is None and time.monotonic() < deadline:
+        spawned = [c for c in parent.children(recursive=True) if "spawn_main" in " ".join(c.cmdline())]
+        child = spawned[0] if spawned else None
+        time.sleep(0.05)
+    assert child is not None, "no measuring process was spawned"
+    time.sleep(1.0)  # let it get into its measurement
+    return child
+
+
 def test_a_killed_configuration_becomes_a_failed_record_and_the_sweep_goes_on(tiny_args, tmp_path):
     command = [sys.executable, "-m", "evalbench", "-m", "precision=fp32,int8", *tiny_args, "isolation=process"]
     sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    parent, victim = psutil.Process(sweep.pid), None
-    deadline = time.monotonic() + 120
-    while victim is None and time.monotonic() < deadline:
-        children = [c for c in parent.children(recursive=True) if "multiprocessing" in " ".join(c.cmdline())]
-        spawned = [c for c in children if "spawn_main" in " ".join(c.cmdline())]
-        victim = spawned[0] if spawned else None
-        time.sleep(0.05)
-    assert victim is not None, "no measuring process was spawned"
-    time.sleep(1.0)  # let it get into its measurement
-    os.kill(victim.pid, 9)
+    os.kill(_measuring_child(sweep).pid, 9)
     stdout, stderr = sweep.communicate(timeout=600)
     assert sweep.returncode == 1, stdout + stderr
     assert "2 configurations, 1 ok, 1 failed" in stdout
@@ -53,3 +57,13 @@ def test_a_killed_configuration_becomes_a_failed_record_and_the_sweep_goes_on(ti
     assert frame.loc["fp32", "status"] == "failed" and frame.loc["fp32", "error_type"] == "ProcessDied"
     assert "killed by SIGKILL" in frame.loc["fp32", "error"]
     assert frame.loc["int8", "status"] == "ok"
+
+
+def test_a_stopped_sweep_leaves_no_measuring_process_behind(tiny_args, tmp_path):
+    command = [sys.executable, "-m", "evalbench", "-m", "precision=fp32,int8", *tiny_args, "isolation=process"]
+    sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = _measuring_child(sweep)
+    sweep.kill()  # SIGKILL: the sweep cannot clean up after itself
+    sweep.communicate(timeout=60)
+    _, alive = psutil.wait_procs([child], timeout=30)
+    assert not alive, "the measuring process outlived its sweep"

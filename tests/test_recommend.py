@@ -54,7 +54,7 @@ def test_int8_fails_and_int4_meets():
     assert steps(rec) == [
         "baseline",
         "loss allowed: try INT8 (8-bit weights)",
-        "INT8 fails: fewer bits (INT4 and below)",
+        "INT8 fails: fewer bits (INT4 and below) or pruning (0 pruned runs measured)",
         "dominance check",
     ]
     assert "decode_tokens_per_s >= 32 missed: best 26" in rec.trace[1].reason  # among runs within the floor
@@ -324,5 +324,38 @@ def test_each_token_set_gets_its_own_figure(tmp_path):
     other = [scored(r, 1.0, 0.001, tokens="bbbb") for r in TABLE[:2]]
     write_report(pd.DataFrame([*first, *other]), tmp_path, Targets(max_quality_loss=0.05), png=False)
     assert sorted(p.name for p in tmp_path.glob("quality_vs_speed-*.html")) == [
-        "quality_vs_speed-m-box-aaaa.html", "quality_vs_speed-m-box-bbbb.html"
+        "quality_vs_speed-m-box-aaaa.html",
+        "quality_vs_speed-m-box-bbbb.html",
     ]
+
+
+def pruned(row: dict, method: str, sparsity: float) -> dict:
+    return {**row, "pruning_method": method, "pruning_sparsity": sparsity}
+
+
+PRUNED_TABLE = [pruned(r, "none", 0.0) for r in TABLE] + [
+    pruned(run("fp32", 20.8, 37), "structured", 0.25),  # within 5%, faster than int8 and int4
+    pruned(run("fp32", 20.0, 40), "magnitude", 0.5),  # as good as fp32 here, and fastest: never lossless
+]
+
+
+def test_int8_fails_and_a_measured_pruned_run_meets():
+    rec = recommend(pd.DataFrame(PRUNED_TABLE[:-1]), max_quality_loss=0.05, min_decode_tokens_per_s=30)
+    assert rec.config.configuration == "torch fp32 (structured-pruned 25%)"
+    assert steps(rec)[2] == "INT8 fails: fewer bits (INT4 and below) or pruning (1 pruned runs measured)"
+    assert "RECOMMENDED: m torch fp32 (structured-pruned 25%) threads=1" in str(rec)
+
+
+def test_pruned_runs_are_not_lossless_and_not_int8():
+    lossless = recommend(pd.DataFrame(PRUNED_TABLE), max_quality_loss=0)
+    assert lossless.config.configuration == "torch bf16"  # the 40 tok/s pruned fp32 run is not lossless
+    int8_step = recommend(pd.DataFrame(PRUNED_TABLE), max_quality_loss=0.05, min_decode_tokens_per_s=20).trace[1]
+    assert set(int8_step.rows["configuration"]) == {"torch int8", "torch int8_dynamic"}
+
+
+def test_when_pruning_was_measured_and_fails_it_is_not_named_as_the_next_lever():
+    table = pd.DataFrame(PRUNED_TABLE[:-1])
+    rec = recommend(table, max_quality_loss=0.05, min_decode_tokens_per_s=100)
+    assert rec.config is None and "Next levers: distil into a smaller model" in rec.trace[-1].reason
+    unpruned = recommend(pd.DataFrame(TABLE), max_quality_loss=0.05, min_decode_tokens_per_s=100)
+    assert "Next levers: prune the model" in unpruned.trace[-1].reason

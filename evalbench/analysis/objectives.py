@@ -17,6 +17,8 @@ HIGHER_IS_BETTER = {"decode_tokens_per_s", "prefill_tokens_per_s", "same_top_rat
 # lm-eval task metrics are scores (higher is better) except these, read from ``task.<task>.<metric>``.
 LOWER_IS_BETTER_TASK_METRICS = {"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte"}
 DERIVED = {"ppl_ratio", "s_per_token"}
+DEFAULT_KV_CACHE_TYPE = "f16"  # llama.cpp's default; torch and ONNX Runtime record none
+QUANTIZED_KV_CACHE_TYPES = {"q8_0", "q4_0"}
 # Divergences from the reference: 0 is lossless, so a quality floor on them is absolute, not relative.
 ABSOLUTE_QUALITY = {"kld_mean", "kld_median", "kld_p99", "kld_max", "delta_p_rms"}
 
@@ -46,14 +48,46 @@ def configuration_order(runs: pd.DataFrame) -> list[str]:
     ].tolist()
 
 
+def _column(df: pd.DataFrame, name: str, default: object) -> pd.Series:
+    """``df[name]`` with ``default`` where missing (records written before the column existed)."""
+    column = df[name] if name in df else pd.Series(default, index=df.index, dtype=object)
+    return column.astype(object).where(column.notna(), default)
+
+
+def levers(df: pd.DataFrame) -> pd.Series:
+    """Each run's levers besides the precision, in words ("compiled, magnitude-pruned 50%"); "" for none."""
+    words = pd.DataFrame(index=df.index)
+    words["compile"] = _column(df, "backend.compile", False).map({True: "compiled"}).fillna("")
+    words["kv"] = _column(df, "kv_cache", True).map({False: "no KV cache"}).fillna("")
+    kv_type = _column(df, "backend.kv_cache_type", DEFAULT_KV_CACHE_TYPE)
+    words["kv_type"] = ("KV " + kv_type.astype(str)).where(kv_type != DEFAULT_KV_CACHE_TYPE, "")
+    method, sparsity = _column(df, "pruning_method", "none"), pd.to_numeric(_column(df, "pruning_sparsity", 0))
+    pruned = method.astype(str) + "-pruned " + (100 * sparsity).round().astype(int).astype(str) + "%"
+    words["pruning"] = pruned.where(method != "none", "")
+    load = _column(df, "load_mode", "mmap")
+    words["load"] = ("load " + load.astype(str)).where(load != "mmap", "")
+    words["affinity"] = _column(df, "affinity", "none").map({"cores": "pinned to cores"}).fillna("")
+    return words.apply(lambda row: ", ".join(word for word in row if word), axis=1).astype(str)
+
+
+def lossy_levers(df: pd.DataFrame) -> pd.Series:
+    """Runs whose levers change the model's numbers beyond its precision: pruned, or a quantized KV cache."""
+    kv_type = _column(df, "backend.kv_cache_type", DEFAULT_KV_CACHE_TYPE)
+    return (_column(df, "pruning_method", "none") != "none") | kv_type.isin(QUANTIZED_KV_CACHE_TYPES)
+
+
 def with_configurations(df: pd.DataFrame) -> pd.DataFrame:
-    """Add ``configuration`` ("<backend> <precision>"); fill ``backend`` and ``weight_bits`` of older records."""
+    """Add ``configuration`` ("<backend> <precision>[ (<levers>)]"); fill ``backend`` and ``weight_bits`` of
+    older records."""
     out = df.copy()
     backend = out["backend"] if "backend" in out else pd.Series(None, index=out.index, dtype=object)
     out["backend"] = backend.fillna("torch")
     legacy = out["precision"].map(LEGACY_WEIGHT_BITS)
     out["weight_bits"] = out["weight_bits"].fillna(legacy) if "weight_bits" in out else legacy
+    out["levers"] = levers(out) if len(out) else pd.Series(dtype=object)
     out["configuration"] = out["backend"].astype(str) + " " + out["precision"].astype(str)
+    with_levers = out["levers"] != ""
+    out.loc[with_levers, "configuration"] += " (" + out.loc[with_levers, "levers"] + ")"
     return out
 
 

@@ -4,8 +4,8 @@
 2. No loss allowed: the cheapest configuration lossless within noise; when none meets the
    performance target, the answer is distillation to a smaller model.
 3. Loss allowed: INT8 first; the cheapest INT8 configuration meeting every constraint.
-4. Else fewer bits (INT4 and any other measured scheme); else say which constraint failed
-   by how much and name the next levers.
+4. Else fewer bits (INT4 and any other measured scheme) or a pruned model, as measured; else
+   say which constraint failed by how much and name the next levers.
 
 "Cheapest" is the lowest measured cost (seconds per decoded token by default). A
 constraint holds when its 95% confidence interval clears the target; an interval that
@@ -25,6 +25,7 @@ from evalbench.analysis.objectives import (
     baseline_configuration,
     check_columns,
     higher_is_better,
+    lossy_levers,
     with_objectives,
 )
 from evalbench.analysis.pareto import pareto_front
@@ -386,9 +387,9 @@ def recommend(
         borderline = bool((checks.loc[best.name] != PASS).any())  # the pick, or a run beating it, is in allowed
         return Recommendation(best, "recommend", trace, frontier, borderline, floor)
 
-    bits = runs["weight_bits"]
+    bits, lossy = runs["weight_bits"], lossy_levers(runs)
     if max_quality_loss == 0:
-        lossless = runs[bits >= 16]
+        lossless = runs[(bits >= 16) & ~lossy]
         best, borderline = evaluate("no loss allowed: lossless precisions", lossless, "no quality loss")
         if best is None:
             reason = trace[-1].reason
@@ -404,12 +405,14 @@ def recommend(
         return answer(best, borderline, lossless)
 
     floor_note = floor.describe()
-    best, borderline = evaluate("loss allowed: try INT8 (8-bit weights)", runs[bits == 8], floor_note)
+    pruned = runs["pruning_method"].fillna("none") != "none" if "pruning_method" in runs else bits.isna()
+    best, borderline = evaluate("loss allowed: try INT8 (8-bit weights)", runs[(bits == 8) & ~pruned], floor_note)
     if best is None:
-        best, borderline = evaluate("INT8 fails: fewer bits (INT4 and below)", runs[bits < 8], floor_note)
+        fewer = f"INT8 fails: fewer bits (INT4 and below) or pruning ({int(pruned.sum())} pruned runs measured)"
+        best, borderline = evaluate(fewer, runs[(bits < 8) | pruned], floor_note)
     if best is None:
         failing = " | ".join(s.reason for s in trace if s.outcome == "fails")
-        levers = "; ".join(NEXT_LEVERS)
+        levers = "; ".join(NEXT_LEVERS[1:] if pruned.any() else NEXT_LEVERS)
         trace.append(Step("verdict", runs, "nothing meets", f"{failing}. Next levers: {levers}"))
         return Recommendation(None, f"nothing meets: {failing}", trace, frontier, floor=floor)
     return answer(best, borderline, runs)

@@ -16,6 +16,7 @@ import torch
 from hydra.utils import get_class
 
 from evalbench.metrics.speed import GenerationTiming
+from evalbench.pruning.base import Pruning
 
 
 @dataclass
@@ -28,14 +29,18 @@ class BackendConfig:
 
     backend_class: ClassVar[str]
     name: ClassVar[str]
+    kv_cache_optional: ClassVar[bool] = False  # speed.kv_cache=false (recompute the prefix each step) is possible
+    prunable: ClassVar[bool] = False  # pruning applies to the weights this backend loads
 
     def describe(self) -> dict[str, Any]:
         """The settings recorded with each run (``backend.<field>``)."""
         return {f"backend.{key}": value for key, value in asdict(self).items()}
 
-    def build(self, precision: Any, model_cfg: Any, cache_dir: Path) -> Backend:
-        """The backend, holding nothing yet: :meth:`Backend.load` loads the model."""
-        return get_class(self.backend_class)(self, precision, model_cfg, cache_dir)
+    def build(self, precision: Any, model_cfg: Any, cache_dir: Path, pruning: Pruning | None = None) -> Backend:
+        """The backend, holding nothing yet: :meth:`Backend.load` loads the model (pruned first, if asked)."""
+        backend = get_class(self.backend_class)(self, precision, model_cfg, cache_dir)
+        backend.pruning = pruning or Pruning()
+        return backend
 
 
 class Backend(ABC):
@@ -49,6 +54,7 @@ class Backend(ABC):
 
     def __init__(self, config: BackendConfig, precision: Any, model_cfg: Any, cache_dir: Path) -> None:
         self.config, self.precision, self.model_cfg, self.cache_dir = config, precision, model_cfg, cache_dir
+        self.pruning = Pruning()  # applied to the FP32 weights before the precision (prunable backends only)
 
     @abstractmethod
     def version(self) -> str:
@@ -74,6 +80,14 @@ class Backend(ABC):
         Row ``t`` is the distribution of the token after ``window[t]``, with ``window[:t+1]`` as
         context and nothing before the window (a fresh sequence per call).
         """
+
+    def prepare_generation(self, prompts: torch.Tensor, new_tokens: int, kv_cache: bool) -> dict[str, Any]:
+        """Set up generation of ``new_tokens`` after ``prompts`` before it is timed; return record fields.
+
+        ``kv_cache=False`` recomputes the whole prefix at every step (backends with
+        ``kv_cache_optional`` only). A compiling backend compiles here, timed as ``compile_time_s``.
+        """
+        return {}
 
     @abstractmethod
     def generate(self, prompts: torch.Tensor, new_tokens: int) -> GenerationTiming:

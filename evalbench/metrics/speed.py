@@ -43,8 +43,11 @@ class GenerationTiming:
     step_latencies_s: list[float]
 
 
-def time_generation(model: nn.Module, prompts: torch.Tensor, new_tokens: int) -> GenerationTiming:
-    """Greedily generate exactly ``new_tokens`` tokens after each prompt row, timing each step."""
+def time_generation(model: nn.Module, prompts: torch.Tensor, new_tokens: int, **options: Any) -> GenerationTiming:
+    """Greedily generate exactly ``new_tokens`` tokens after each prompt row, timing each step.
+
+    ``options`` go to ``generate`` (``use_cache``, ``cache_implementation``, ``compile_config``).
+    """
     clock = _TokenClock()
     start = time.perf_counter()
     with torch.inference_mode():
@@ -58,9 +61,9 @@ def time_generation(model: nn.Module, prompts: torch.Tensor, new_tokens: int) ->
             top_k=None,
             min_new_tokens=new_tokens,
             max_new_tokens=new_tokens,
-            use_cache=True,
             stopping_criteria=StoppingCriteriaList([clock]),
             pad_token_id=model.generation_config.pad_token_id or model.generation_config.eos_token_id,
+            **{"use_cache": True, **options},
         )
     if len(clock.stamps) != new_tokens:
         raise RuntimeError(f"generation produced {len(clock.stamps)} tokens, expected {new_tokens}")

@@ -98,9 +98,14 @@ def load_tokenizer(cfg: ModelConfig, cache_dir: str | Path) -> tuple[PreTrainedT
     return _from_pretrained(AutoTokenizer, cfg, location), source
 
 
-def load_model(cfg: ModelConfig, cache_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelSource]:
-    """Load the model in FP32 eval mode and its tokenizer."""
+def load_model(
+    cfg: ModelConfig, cache_dir: str | Path, read_into_memory: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelSource]:
+    """Load the model in FP32 eval mode and its tokenizer.
+
+    The safetensors files are memory-mapped, or read whole into memory first with ``read_into_memory``.
+    """
     tokenizer, source = load_tokenizer(cfg, cache_dir)
     location, _ = checkpoint_dir(cfg, cache_dir)
-    model = _from_pretrained(AutoModelForCausalLM, cfg, location, dtype=torch.float32)
+    model = _from_pretrained(AutoModelForCausalLM, cfg, location, dtype=torch.float32, disable_mmap=read_into_memory)
     return model.eval(), tokenizer, source

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from evalbench.backends.base import Backend
-from evalbench.backends.llama_cpp.config import KV_CACHE_TYPES, LlamaCppConfig
+from evalbench.backends.llama_cpp.config import KV_CACHE_TYPES, LOAD_MODES, LlamaCppConfig
 from evalbench.backends.llama_cpp.convert import captured_log, init_llama_cpp, prepared_gguf
 from evalbench.errors import EvalbenchError
 from evalbench.metrics.speed import GenerationTiming
@@ -81,9 +81,14 @@ class _Context:
         params.type_k = params.type_v = getattr(llama_cpp, KV_CACHE_TYPES[config.kv_cache_type][0])
         params.no_perf = True
         self._llama_cpp, self.n_seq, self.n_ctx_seq = llama_cpp, n_seq, n_ctx_seq
-        self.ctx = llama_cpp.llama_init_from_model(model, params)
+        with captured_log() as lines:
+            self.ctx = llama_cpp.llama_init_from_model(model, params)
         if self.ctx is None:
-            raise EvalbenchError(f"llama.cpp could not create a context of {n_seq} x {n_ctx_seq} tokens")
+            reason = lines[-1].split(": ", 1)[-1].strip() if lines else "no reason logged"
+            raise EvalbenchError(
+                f"llama.cpp could not create a context of {n_seq} x {n_ctx_seq} tokens "
+                f"(backend.kv_cache_type={config.kv_cache_type}): {reason}"
+            )
         self.batch = _Batch(llama_cpp, params.n_batch)
 
     def clear(self) -> None:
@@ -141,16 +146,14 @@ class LlamaCppBackend(Backend):
             "weight_bytes": self.weight_bytes(),
             "mapped_weight_bytes": buffers.get("CPU_Mapped", 0),  # the file's tensor data, memory-mapped
             "repacked_weight_bytes": buffers.get("CPU_REPACK", 0),  # copies re-laid-out for faster kernels
-            "read_weight_bytes": buffers.get("CPU", 0),  # read into memory (use_mmap=false)
+            "read_weight_bytes": buffers.get("CPU", 0),  # read into memory (load_mode=read or mlock)
             "llama_cpp_system_info": self.llama_cpp.llama_print_system_info().decode().strip(),
         }
 
     def _load_model(self, path: Path) -> Any:
         params = self.llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 0
-        params.load_mode = (
-            self.llama_cpp.LLAMA_LOAD_MODE_MMAP if self.config.use_mmap else self.llama_cpp.LLAMA_LOAD_MODE_NONE
-        )
+        params.load_mode = getattr(self.llama_cpp, LOAD_MODES[self.config.load_mode])
         model = self.llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if model is None:
             raise EvalbenchError(f"llama.cpp could not load {path}")

@@ -9,8 +9,15 @@ from typing import ClassVar
 from evalbench.backends.base import BackendConfig
 from evalbench.errors import EvalbenchError
 
-KV_CACHE_TYPES = {"f16": ("GGML_TYPE_F16", 2), "f32": ("GGML_TYPE_F32", 4)}  # name -> (llama_cpp constant, bytes)
+# name -> (llama_cpp constant, bytes per element: q8_0 and q4_0 store 32 values in 34 and 18 bytes)
+KV_CACHE_TYPES = {
+    "f32": ("GGML_TYPE_F32", 4.0),
+    "f16": ("GGML_TYPE_F16", 2.0),
+    "q8_0": ("GGML_TYPE_Q8_0", 34 / 32),
+    "q4_0": ("GGML_TYPE_Q4_0", 18 / 32),
+}
 FLASH_ATTN = ("auto", "on", "off")
+LOAD_MODES = {"mmap": "LLAMA_LOAD_MODE_MMAP", "read": "LLAMA_LOAD_MODE_NONE", "mlock": "LLAMA_LOAD_MODE_MLOCK"}
 
 
 def _check(ok: bool, message: str) -> None:
@@ -32,7 +39,7 @@ class LlamaCppConfig(BackendConfig):
     n_ctx: int = 1024  # tokens of the scoring context; grown to fit a longer window
     n_batch: int = 512  # tokens per llama_decode call
     n_ubatch: int = 512  # tokens per compute step inside a call
-    use_mmap: bool = True
+    load_mode: str = "mmap"
     flash_attn: str = "auto"
     kv_cache_type: str = "f16"
     gguf_file: str | None = None
@@ -51,6 +58,14 @@ class LlamaCppConfig(BackendConfig):
         _check(
             self.kv_cache_type in KV_CACHE_TYPES,
             f"backend.kv_cache_type={self.kv_cache_type} is invalid; valid: {list(KV_CACHE_TYPES)}",
+        )
+        _check(
+            not (self.kv_cache_type.startswith("q") and self.flash_attn == "off"),
+            f"backend.kv_cache_type={self.kv_cache_type} needs flash attention (llama.cpp quantizes the V cache only "
+            "with it); valid: backend.flash_attn=auto or on, or kv_cache_type f16 or f32",
+        )
+        _check(
+            self.load_mode in LOAD_MODES, f"backend.load_mode={self.load_mode} is invalid; valid: {list(LOAD_MODES)}"
         )
         _check(
             self.gguf_file is None or Path(self.gguf_file).expanduser().is_file(),

@@ -1,4 +1,7 @@
-"""Eager PyTorch: the FP32 checkpoint loaded through Transformers and converted to the precision in memory."""
+"""PyTorch: the FP32 checkpoint loaded through Transformers, pruned and converted to the precision in memory.
+
+Generation is eager, or compiled with ``torch.compile`` over a static KV cache (``backend.compile``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import torch
 import transformers
 
 from evalbench.backends.base import Backend
+from evalbench.backends.torch import compile as compiled
+from evalbench.backends.torch.config import TorchConfig
 from evalbench.errors import EvalbenchError
 from evalbench.metrics.bandwidth import bytes_per_decode_step
 from evalbench.metrics.memory import weight_bytes
@@ -31,24 +36,31 @@ def model_log_probs(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Te
 
 
 class TorchBackend(Backend):
-    """A Transformers model at one of evalbench's torch precisions."""
+    """A Transformers model at one of evalbench's torch precisions, eager or compiled."""
 
     name = "torch"
+    config: TorchConfig
     model: torch.nn.Module
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.options: dict[str, Any] = {}  # generate's options, set by prepare_generation
 
     def version(self) -> str:
         return f"torch {torch.__version__}, transformers {transformers.__version__}"
 
     def load(self, tokenizer: Any) -> dict[str, Any]:
         started = time.perf_counter()
-        model, _, _ = load_model(self.model_cfg, self.cache_dir)
+        model, _, _ = load_model(self.model_cfg, self.cache_dir, read_into_memory=self.config.load_mode == "read")
         loaded = time.perf_counter()
+        pruned = self.pruning.apply(model)
         parameters = sum(p.numel() for p in model.parameters())
         self.model = self.precision.apply(model)
         return {
             "load_time_s": loaded - started,
             "convert_time_s": time.perf_counter() - loaded,
             "parameters": parameters,
+            **pruned,
         }
 
     def set_threads(self, threads: int) -> dict[str, Any]:
@@ -61,8 +73,19 @@ class TorchBackend(Backend):
     def log_probs(self, window: torch.Tensor) -> torch.Tensor:
         return forward_log_probs(self.model, window)
 
+    def prepare_generation(self, prompts: torch.Tensor, new_tokens: int, kv_cache: bool) -> dict[str, Any]:
+        self.options = {"use_cache": kv_cache}
+        if not self.config.compile:
+            return {}
+        compiled.configure_inductor(self.config, self.cache_dir)
+        self.options.update(cache_implementation="static", compile_config=compiled.compile_config(self.config))
+        before, started = compiled.counters(), time.perf_counter()
+        with compiled.compiler_errors(self.precision.name):
+            self.generate(prompts, new_tokens)  # compiles the decode step at the timed shapes
+        return compiled.compile_fields(self.model, before, time.perf_counter() - started)
+
     def generate(self, prompts: torch.Tensor, new_tokens: int) -> GenerationTiming:
-        return time_generation(self.model, prompts, new_tokens)
+        return time_generation(self.model, prompts, new_tokens, **self.options)
 
     def weight_bytes(self) -> int:
         return weight_bytes(self.model)

@@ -1,4 +1,4 @@
-"""Settings of the eager PyTorch backend."""
+"""Settings of the PyTorch backend: eager or compiled, and how the checkpoint is read."""
 
 from __future__ import annotations
 
@@ -6,11 +6,34 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from evalbench.backends.base import BackendConfig
+from evalbench.errors import EvalbenchError
+
+# Inductor modes that run on a CPU: "reduce-overhead" and "max-autotune" add CUDA graphs.
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
+LOAD_MODES = ("mmap", "read")  # safetensors memory-mapped, or read whole into memory first
 
 
 @dataclass
 class TorchConfig(BackendConfig):
-    """Eager PyTorch: Transformers' ``generate`` and forward passes, precisions from ``conf/precision``."""
+    """PyTorch through Transformers, precisions from ``conf/precision``.
+
+    ``compile=true`` compiles the decode step with ``torch.compile`` (Inductor) over a static KV
+    cache, as Transformers' ``generate`` does with ``cache_implementation="static"``; quality is
+    scored by the same converted model in eager mode (the compiled graph runs the same operators).
+    """
 
     backend_class: ClassVar[str] = "evalbench.backends.torch.backend.TorchBackend"
     name: ClassVar[str] = "torch"
+    kv_cache_optional: ClassVar[bool] = True
+    prunable: ClassVar[bool] = True
+
+    compile: bool = False
+    compile_mode: str = "default"
+    freezing: bool = False  # Inductor folds the weights into the graph as constants (no on-disk graph cache then)
+    load_mode: str = "mmap"
+
+    def __post_init__(self) -> None:
+        if self.compile_mode not in COMPILE_MODES:
+            raise EvalbenchError(f"backend.compile_mode={self.compile_mode} is invalid; valid: {list(COMPILE_MODES)}")
+        if self.load_mode not in LOAD_MODES:
+            raise EvalbenchError(f"backend.load_mode={self.load_mode} is invalid; valid: {list(LOAD_MODES)}")

@@ -1,0 +1,110 @@
+"""The levers as sweep axes through the CLI on the tiny Llama: pruning, the KV cache, affinity, the memory check."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+from conftest import FAST, evalbench
+from hydra import compose, initialize_config_dir
+
+from evalbench import load_results
+from evalbench.affinity import bound, core_cpus, physical_cores
+from evalbench.config import CONFIG_DIR, register_configs
+from evalbench.errors import EvalbenchError
+from evalbench.metrics import memory_estimate
+from evalbench.runner import run_configuration
+
+
+def test_pruning_is_an_axis_of_torch_and_refused_elsewhere(tiny_args, tmp_path):
+    out = evalbench("-m", "pruning=none,magnitude,structured", "precision=fp32,q8_0", *tiny_args, cwd=tmp_path)
+    assert out.returncode == 1 and "6 configurations, 4 ok, 2 failed" in out.stdout, out.stdout + out.stderr
+    frame = load_results(tmp_path / "results")
+    failed = frame[frame.status == "failed"]
+    assert set(failed.precision) == {"q8_0"} and set(failed.pruning_method) == {"magnitude", "structured"}
+    assert failed.error.str.startswith("pruning=").all() and failed.error.str.contains("valid: pruning=none").all()
+    torch_runs = frame[frame.backend == "torch"].set_index("pruning_method")
+    assert torch_runs.loc["magnitude", "pruning_zeroed_parameters"] > 0
+    assert torch_runs.loc["structured", "parameters"] < torch_runs.loc["none", "parameters"]
+    assert torch_runs.loc["structured", "parameters"] == (
+        torch_runs.loc["none", "parameters"] - torch_runs.loc["structured", "pruning_removed_parameters"]
+    )
+    for method in ("magnitude", "structured"):  # scored against the unpruned fp32 reference
+        assert torch_runs.loc[method, "kld_mean"] > 0
+        assert torch_runs.loc[method, "perplexity"] != pytest.approx(torch_runs.loc["none", "perplexity"], rel=1e-6)
+
+
+def test_kv_cache_off_is_torch_only_and_recorded(tiny_args, tmp_path):
+    out = evalbench("-m", "speed.kv_cache=true,false", "precision=fp32,f32", *tiny_args, cwd=tmp_path)
+    assert out.returncode == 1 and "4 configurations, 3 ok, 1 failed" in out.stdout, out.stdout + out.stderr
+    frame = load_results(tmp_path / "results")
+    failed = frame[frame.status == "failed"]
+    assert failed[["precision", "kv_cache"]].values.tolist() == [["f32", False]]
+    assert failed.error.iloc[0].startswith("speed.kv_cache=false is not offered by backend=llama_cpp")
+    off = frame[(frame.backend == "torch") & ~frame.kv_cache.astype(bool)]
+    assert len(off) == 1 and off.decode_kv_bytes_per_step.iloc[0] == 0
+
+
+def test_a_precision_that_cannot_compile_fails_with_the_compilers_first_line(tiny_args, tmp_path):
+    out = evalbench("precision=int8_dynamic", "backend.compile=true", *tiny_args, cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "evalbench: error: backend.compile=true: torch.compile cannot compile precision=int8_dynamic: "
+    )
+    assert last.endswith("valid: backend.compile=false, or another precision")
+    frame = load_results(tmp_path / "results")
+    assert frame.status.tolist() == ["failed"] and pd.isna(frame.iloc[0].get("perplexity"))  # failed first
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_affinity_binds_every_thread_and_restores_the_mask():
+    before = os.sched_getaffinity(0)
+    with bound("cores", 1) as fields:
+        assert fields["affinity_cpus"] == [physical_cores()[0][0]]
+        for task in os.listdir("/proc/self/task"):
+            assert os.sched_getaffinity(int(task)) == {fields["affinity_cpus"][0]}
+    assert os.sched_getaffinity(0) == before
+
+
+def test_affinity_beyond_the_physical_cores_is_one_line():
+    cores = len(physical_cores())
+    with pytest.raises(EvalbenchError, match=rf"threads={cores + 1}: this machine offers {cores} physical cores"):
+        core_cpus(cores + 1)
+
+
+def _config(tiny_model_dir, tmp_path, *overrides: str):
+    register_configs()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose(
+            "config",
+            overrides=["model=hub", f"model.path={tiny_model_dir}", "model.name=tiny",
+                       f"results_dir={tmp_path / 'results'}", *FAST, *overrides],
+        )  # fmt: skip
+
+
+def test_a_configuration_that_would_not_fit_fails_before_loading(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(memory_estimate, "available_bytes", lambda: 2**20)
+    monkeypatch.setattr("evalbench.runner.available_bytes", lambda: 2**20)
+    record = run_configuration(_config(tiny_model_dir, tmp_path, "speed.enabled=false"))
+    assert record["status"] == "failed" and "load_time_s" not in record  # refused before loading
+    assert record["error"].startswith(
+        f"this configuration needs an estimated {record['memory_estimate_bytes'] / 2**30:.2f} GiB"
+    )
+    assert "but 0.00 GiB is available" in record["error"]
+    checked_off = run_configuration(_config(tiny_model_dir, tmp_path, "speed.enabled=false", "memory_check=false"))
+    assert (
+        checked_off["status"] == "ok" and checked_off["memory_estimate_bytes"] > checked_off["memory_available_bytes"]
+    )
+
+
+def test_the_estimate_counts_the_models_parameters(tiny_model, tiny_model_dir):
+    parameters, config = memory_estimate.count_parameters(str(tiny_model_dir))
+    assert parameters == sum(p.numel() for p in tiny_model.parameters())
+    needed = memory_estimate.estimate(parameters, config, 8, batch_size=2, sequence_tokens=10, window=128)
+    kv_per_token = 2 * 2 * 2 * 16 * 4  # k and v x 2 layers x 2 kv heads x head_dim 16 x float32
+    assert (needed.fp32_model, needed.weights, needed.kv_cache) == (4 * parameters, parameters, 2 * 10 * kv_per_token)
+    assert needed.copies == 2 * parameters  # the bf16 cast before int8
+    pruned_fp32 = memory_estimate.estimate(parameters, config, 32, 2, 10, 128, pruned=True)
+    assert pruned_fp32.copies == 4 * parameters and pruned_fp32.weights == 4 * parameters
