@@ -70,10 +70,14 @@ def levers(df: pd.DataFrame) -> pd.Series:
     return words.apply(lambda row: ", ".join(word for word in row if word), axis=1).astype(str)
 
 
+def pruned(df: pd.DataFrame) -> pd.Series:
+    """Runs of a pruned model."""
+    return _column(df, "pruning_method", "none") != "none"
+
+
 def lossy_levers(df: pd.DataFrame) -> pd.Series:
     """Runs whose levers change the model's numbers beyond its precision: pruned, or a quantized KV cache."""
-    kv_type = _column(df, "backend.kv_cache_type", DEFAULT_KV_CACHE_TYPE)
-    return (_column(df, "pruning_method", "none") != "none") | kv_type.isin(QUANTIZED_KV_CACHE_TYPES)
+    return pruned(df) | _column(df, "backend.kv_cache_type", DEFAULT_KV_CACHE_TYPE).isin(QUANTIZED_KV_CACHE_TYPES)
 
 
 def with_configurations(df: pd.DataFrame) -> pd.DataFrame:

@@ -26,6 +26,7 @@ from evalbench.analysis.objectives import (
     check_columns,
     higher_is_better,
     lossy_levers,
+    pruned,
     with_objectives,
 )
 from evalbench.analysis.pareto import pareto_front
@@ -405,14 +406,14 @@ def recommend(
         return answer(best, borderline, lossless)
 
     floor_note = floor.describe()
-    pruned = runs["pruning_method"].fillna("none") != "none" if "pruning_method" in runs else bits.isna()
-    best, borderline = evaluate("loss allowed: try INT8 (8-bit weights)", runs[(bits == 8) & ~pruned], floor_note)
+    prunings = pruned(runs)
+    best, borderline = evaluate("loss allowed: try INT8 (8-bit weights)", runs[(bits == 8) & ~prunings], floor_note)
     if best is None:
-        fewer = f"INT8 fails: fewer bits (INT4 and below) or pruning ({int(pruned.sum())} pruned runs measured)"
-        best, borderline = evaluate(fewer, runs[(bits < 8) | pruned], floor_note)
+        fewer = f"INT8 fails: fewer bits (INT4 and below) or pruning ({int(prunings.sum())} pruned runs measured)"
+        best, borderline = evaluate(fewer, runs[(bits < 8) | prunings], floor_note)
     if best is None:
         failing = " | ".join(s.reason for s in trace if s.outcome == "fails")
-        levers = "; ".join(NEXT_LEVERS[1:] if pruned.any() else NEXT_LEVERS)
+        levers = "; ".join(NEXT_LEVERS[1:] if prunings.any() else NEXT_LEVERS)
         trace.append(Step("verdict", runs, "nothing meets", f"{failing}. Next levers: {levers}"))
         return Recommendation(None, f"nothing meets: {failing}", trace, frontier, floor=floor)
     return answer(best, borderline, runs)
