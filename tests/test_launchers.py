@@ -43,10 +43,21 @@ def test_a_sweep_through_a_local_ray_instance(tiny_args, tmp_path, monkeypatch):
     _check_sweep(tiny_args, tmp_path, launcher)
 
 
+def test_the_slurm_launcher_off_a_cluster_is_one_line(tiny_args, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    out = evalbench("-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=2", "precision=fp32", *tiny_args,
+                    cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        'evalbench: error: hydra/launcher could not run the jobs: RuntimeError: Could not detect "srun", '
+        "are you indeed on a slurm cluster?"
+    )
+
+
 @pytest.mark.parametrize(
     ("launcher", "target", "settings"),
     [
-        ("slurm", "SlurmLauncher", {"additional_parameters": {"exclusive": True}, "tasks_per_node": 1}),
+        ("slurm", "SlurmLauncher", {"additional_parameters": {"exclusive": True}, "cpus_per_task": 16}),
         ("ray_cluster", "RayLauncher", {"ray": {"init": {"address": None}, "remote": {"num_cpus": 2}}}),
     ],
 )
@@ -60,7 +71,8 @@ def test_shipped_launcher_configs_compose_on_the_plugins_schemas(launcher, targe
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     register_configs()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+        overrides = [f"hydra/launcher={launcher}", "hydra.launcher.cpus_per_task=16"] if launcher == "slurm" else []
+        cfg = compose("config", overrides=overrides or [f"hydra/launcher={launcher}"], return_hydra_config=True)
     chosen = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert chosen["_target_"].endswith(target)
     assert {key: chosen[key] for key in settings} == settings

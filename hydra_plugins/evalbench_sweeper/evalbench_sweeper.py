@@ -55,7 +55,14 @@ class EvalbenchSweeper(BasicSweeper):
         return legal
 
     def sweep(self, arguments: list[str]) -> Any:
-        returns = super().sweep(arguments)
+        try:
+            returns = super().sweep(arguments)
+        except Exception as exc:  # the launcher itself failed (jobs record their own failures): one line
+            from evalbench.errors import one_line
+
+            print(f"evalbench: error: hydra/launcher could not run the jobs: {type(exc).__name__}: {one_line(exc)}",
+                  file=sys.stderr)  # fmt: skip
+            sys.exit(1)
         statuses = [r.return_value for batch in returns for r in batch]
         partial = sum(status == "quality failed" for status in statuses)
         skipped = sum(status == "skipped" for status in statuses)
