@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
+from evalbench.affinity import AFFINITIES
 from evalbench.errors import EvalbenchError
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -153,9 +154,19 @@ def torch_precisions() -> list[str]:
     return [name for name, backend in precision_backends().items() if backend == "torch"]
 
 
+def _required(key: str, example: str) -> None:
+    """``${evalbench_required:key,example}``: a value with no safe default, refused until given.
+
+    (``???`` cannot say it in a launcher config: OmegaConf's merge keeps the plugin's default.)
+    """
+    raise EvalbenchError(f"{key} must be given for this launcher; e.g. {key}={example}")
+
+
 def register_configs() -> None:
-    """Register the schema that ``conf/config.yaml`` extends."""
+    """Register the schema that ``conf/config.yaml`` extends, and evalbench's config resolvers."""
     ConfigStore.instance().store(name="evalbench_schema", node=EvalbenchConfig)
+    if not OmegaConf.has_resolver("evalbench_required"):
+        OmegaConf.register_new_resolver("evalbench_required", _required)
 
 
 def _check(ok: bool, message: str) -> None:
@@ -180,7 +191,7 @@ def validate(cfg: Any) -> None:
         f"isolation={cfg.isolation} is invalid; valid: none (in-process, model reused) or process",
     )
     _check(
-        cfg.affinity in ("none", "cores"),
+        cfg.affinity in AFFINITIES,
         f"affinity={cfg.affinity} is invalid; valid: none, or cores (one thread per physical core)",
     )
     _check(cfg.batch_size >= 1, f"batch_size={cfg.batch_size} is invalid; valid: an integer >= 1")

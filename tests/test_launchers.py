@@ -43,8 +43,14 @@ def test_a_sweep_through_a_local_ray_instance(tiny_args, tmp_path, monkeypatch):
     _check_sweep(tiny_args, tmp_path, launcher)
 
 
-def test_the_slurm_launcher_off_a_cluster_is_one_line(tiny_args, tmp_path):
+def test_the_slurm_launcher_off_a_cluster_or_without_cpus_is_one_line(tiny_args, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    unset = evalbench("-m", "hydra/launcher=slurm", "precision=fp32", *tiny_args, cwd=tmp_path)
+    assert unset.returncode == 1 and "Traceback" not in unset.stderr, unset.stderr
+    assert unset.stderr.strip().splitlines()[-1] == (
+        "evalbench: error: hydra/launcher could not be set up: hydra.launcher.cpus_per_task must be given for "
+        "this launcher; e.g. hydra.launcher.cpus_per_task=32"
+    )
     out = evalbench("-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=2", "precision=fp32", *tiny_args,
                     cwd=tmp_path)  # fmt: skip
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
@@ -54,25 +60,30 @@ def test_the_slurm_launcher_off_a_cluster_is_one_line(tiny_args, tmp_path):
     )
 
 
-@pytest.mark.parametrize(
-    ("launcher", "target", "settings"),
-    [
-        ("slurm", "SlurmLauncher", {"additional_parameters": {"exclusive": True}, "cpus_per_task": 16}),
-        ("ray_cluster", "RayLauncher", {"ray": {"init": {"address": None}, "remote": {"num_cpus": 2}}}),
-    ],
-)
-def test_shipped_launcher_configs_compose_on_the_plugins_schemas(launcher, target, settings, monkeypatch):
-    pytest.importorskip(f"hydra_plugins.hydra_{'submitit' if launcher == 'slurm' else 'ray'}_launcher")
+def _launcher(launcher: str, *overrides: str) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from evalbench.config import CONFIG_DIR, register_configs
 
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     register_configs()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        overrides = [f"hydra/launcher={launcher}", "hydra.launcher.cpus_per_task=16"] if launcher == "slurm" else []
-        cfg = compose("config", overrides=overrides or [f"hydra/launcher={launcher}"], return_hydra_config=True)
-    chosen = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
-    assert chosen["_target_"].endswith(target)
-    assert {key: chosen[key] for key in settings} == settings
+        cfg = compose("config", overrides=[f"hydra/launcher={launcher}", *overrides], return_hydra_config=True)
+    return OmegaConf.to_container(cfg.hydra.launcher, resolve=True, throw_on_missing=True)
+
+
+def test_the_slurm_config_needs_cpus_per_task_and_composes_on_submitits_schema():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from omegaconf.errors import InterpolationResolutionError
+
+    with pytest.raises(InterpolationResolutionError, match=r"hydra\.launcher\.cpus_per_task must be given"):
+        _launcher("slurm")  # Slurm would bind the job step to one CPU: no default is safe
+    assert _launcher("slurm", "hydra.launcher.cpus_per_task=16")["_target_"].endswith("SlurmLauncher")
+
+
+def test_the_ray_config_reads_the_clusters_address_from_the_environment(monkeypatch):
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    assert _launcher("ray_cluster")["ray"]["init"]["address"] == "ray://head:10001"
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert _launcher("ray_cluster")["ray"]["init"]["address"] is None  # a local instance

@@ -110,6 +110,13 @@ def read_bandwidth(
     return max(probes, key=lambda probe: probe["bytes_per_s"])
 
 
+def kv_values_per_token(text_config: Any) -> int:
+    """Values the KV cache holds per token: K and V of every layer's key-value heads."""
+    head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
+    kv_heads = getattr(text_config, "num_key_value_heads", None) or text_config.num_attention_heads
+    return 2 * text_config.num_hidden_layers * kv_heads * head_dim
+
+
 def bytes_per_decode_step(model: nn.Module, batch_size: int, context_tokens: float) -> dict[str, float]:
     """Bytes one decode step reads: the weights as stored (the input embedding only where it is also
     the output projection, else one row per sequence) and each sequence's KV cache at ``context_tokens``."""
@@ -123,11 +130,7 @@ def bytes_per_decode_step(model: nn.Module, batch_size: int, context_tokens: flo
     weights = weight_bytes(model)
     if not tied:
         weights -= embedding.nbytes - batch_size * embedding[0].nbytes
-    config = model.config.get_text_config()
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    kv_per_token = 2 * config.num_hidden_layers * kv_heads * head_dim * embedding.element_size()
-    kv = batch_size * context_tokens * kv_per_token
+    kv = batch_size * context_tokens * kv_values_per_token(model.config.get_text_config()) * embedding.element_size()
     return {"weights": float(weights), "kv_cache": float(kv), "total": float(weights + kv)}
 
 

@@ -18,6 +18,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from evalbench.errors import EvalbenchError
+from evalbench.metrics.bandwidth import kv_values_per_token
 
 GIB = 2**30
 _MEMINFO = Path("/proc/meminfo")
@@ -69,9 +70,7 @@ def estimate(
     pruned: bool = False,
 ) -> MemoryEstimate:
     """The estimate for ``parameters`` at ``weight_bits``, ``batch_size`` sequences of ``sequence_tokens`` each."""
-    head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
-    kv_heads = getattr(text_config, "num_key_value_heads", None) or text_config.num_attention_heads
-    kv_per_token = 2 * text_config.num_hidden_layers * kv_heads * head_dim * 4  # float32, the widest cache
+    kv_per_token = kv_values_per_token(text_config) * 4  # float32, the widest cache
     return MemoryEstimate(
         fp32_model=4 * parameters,
         copies=(4 * parameters if pruned else 0) + (2 * parameters if weight_bits < 32 else 0),

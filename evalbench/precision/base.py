@@ -72,17 +72,22 @@ class QuantizedLinear(nn.Module):
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
 
+def linear_layers(model: nn.Module, skip_modules: list[str]) -> list[tuple[str, nn.Linear]]:
+    """Every ``nn.Linear`` with its qualified name, but those with a name part in ``skip_modules``."""
+    return [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and not set(name.split(".")) & set(skip_modules)
+    ]
+
+
 def replace_linears(model: nn.Module, skip_modules: list[str], convert: Callable[[str, nn.Linear], nn.Module]) -> int:
     """Replace every ``nn.Linear`` whose qualified name has no part in ``skip_modules``.
 
     ``convert`` receives the layer's qualified name and the layer and returns its
     replacement. Returns how many layers were replaced; raises when none were.
     """
-    targets = [
-        (name, module)
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and not set(name.split(".")) & set(skip_modules)
-    ]
+    targets = linear_layers(model, skip_modules)
     for name, module in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

@@ -25,8 +25,13 @@ class Pruning:
     # The calibration token ids, set by the runner before loading (``evalbench/pruning/calibration.py``).
     calibration: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
+    @property
+    def enabled(self) -> bool:
+        """Whether this method prunes anything (every method but ``none``)."""
+        return self.method != "none"
+
     def __post_init__(self) -> None:
-        if self.method != "none" and not 0 < self.sparsity < 1:
+        if self.enabled and not 0 < self.sparsity < 1:
             raise EvalbenchError(f"pruning.sparsity={self.sparsity} is invalid; valid: a number in (0, 1)")
 
     def apply(self, model: nn.Module) -> dict[str, Any]:
@@ -36,12 +41,3 @@ class Pruning:
     def describe(self) -> dict[str, Any]:
         """The fields recorded for every run, pruned or not."""
         return {"pruning_method": self.method, "pruning_sparsity": self.sparsity}
-
-
-def prunable_linears(model: nn.Module, skip_modules: list[str]) -> list[tuple[str, nn.Linear]]:
-    """Every ``nn.Linear`` whose qualified name has no part in ``skip_modules``."""
-    return [
-        (name, module)
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and not set(name.split(".")) & set(skip_modules)
-    ]

@@ -13,7 +13,8 @@ from torch import nn
 from torch.nn.utils import prune
 
 from evalbench.errors import EvalbenchError
-from evalbench.pruning.base import Pruning, prunable_linears
+from evalbench.precision.base import linear_layers
+from evalbench.pruning.base import Pruning
 
 
 @dataclass
@@ -24,7 +25,7 @@ class MagnitudePruning(Pruning):
     sparsity: float = 0.5
 
     def apply(self, model: nn.Module) -> dict[str, Any]:
-        layers = prunable_linears(model, self.skip_modules)
+        layers = linear_layers(model, self.skip_modules)
         if not layers:
             raise EvalbenchError(f"pruning=magnitude found no nn.Linear layer (skip_modules={self.skip_modules})")
         for _, layer in layers:

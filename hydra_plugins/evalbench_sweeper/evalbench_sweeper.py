@@ -30,6 +30,21 @@ class EvalbenchSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="evalbench", node=EvalbenchSweeperConf, provider="evalbench")
 
 
+def _cause(exc: BaseException) -> str:
+    """The innermost message of a chain of wrapped errors, on one line (an evalbench check's own line)."""
+    from evalbench.errors import EvalbenchError, one_line
+
+    while not isinstance(exc, EvalbenchError) and (exc.__cause__ or exc.__context__) is not None:
+        exc = exc.__cause__ or exc.__context__
+    return str(exc) if isinstance(exc, EvalbenchError) else one_line(exc)
+
+
+def _stop(message: str) -> None:
+    """One line and exit status 1: nothing ran, so nothing is lost."""
+    print(f"evalbench: error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
 class EvalbenchSweeper(BasicSweeper):
     """A :class:`BasicSweeper` that records jobs that fail to compose instead of aborting."""
 
@@ -54,15 +69,17 @@ class EvalbenchSweeper(BasicSweeper):
                 legal.append(overrides)
         return legal
 
+    def setup(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().setup(*args, **kwargs)  # instantiates the launcher from hydra.launcher
+        except Exception as exc:
+            _stop(f"hydra/launcher could not be set up: {_cause(exc)}")
+
     def sweep(self, arguments: list[str]) -> Any:
         try:
             returns = super().sweep(arguments)
-        except Exception as exc:  # the launcher itself failed (jobs record their own failures): one line
-            from evalbench.errors import one_line
-
-            print(f"evalbench: error: hydra/launcher could not run the jobs: {type(exc).__name__}: {one_line(exc)}",
-                  file=sys.stderr)  # fmt: skip
-            sys.exit(1)
+        except Exception as exc:  # the launcher itself failed (jobs record their own failures)
+            _stop(f"hydra/launcher could not run the jobs: {type(exc).__name__}: {_cause(exc)}")
         statuses = [r.return_value for batch in returns for r in batch]
         partial = sum(status == "quality failed" for status in statuses)
         skipped = sum(status == "skipped" for status in statuses)
