@@ -18,12 +18,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 from omegaconf import OmegaConf
 
 import evalbench
 from evalbench.analysis.objectives import with_objectives
+from evalbench.backends.llama_cpp.config import LlamaCppConfig
+from evalbench.backends.ort_genai.config import OrtGenaiConfig
+from evalbench.backends.torch.config import TorchConfig
 from evalbench.config import CONFIG_DIR
 from evalbench.metrics.memory_estimate import count_parameters, estimate
 from evalbench.model.loader import load_tokenizer
@@ -43,6 +47,7 @@ SWEEPS = {
     "llama_cpp": ["precision=q8_0", "backend.kv_cache_type=f16,q8_0,q4_0", "backend.load_mode=mmap,read"],
     "affinity": ["precision=int8", "affinity=cores"],
 }
+BACKENDS = {"torch": TorchConfig, "llama_cpp": LlamaCppConfig, "ort_genai": OrtGenaiConfig}
 COLUMNS = [
     "configuration", "decode_tokens_per_s", "decode_tokens_per_s_ci_low", "decode_tokens_per_s_ci_high",
     "ppl_ratio", "kld_mean", "compile_time_s", "load_time_s", "load_peak_rss_bytes", "peak_rss_bytes",
@@ -68,7 +73,9 @@ def estimates_now(runs: pd.DataFrame) -> pd.Series:
     def now(run: pd.Series) -> float:
         sequence, pruned = int(run.prompt_tokens + run.new_tokens), run.pruning_method not in ("none", None)
         bits, batch, window = int(run.weight_bits), int(run.batch_size), int(run.ppl_context)
-        return estimate(parameters, text_config, bits, batch, sequence, window, pruned).total
+        precision = SimpleNamespace(weight_bits=bits, activations_quantized=bool(run.activations_quantized))
+        logits_bytes = BACKENDS[run.backend]().logits_bytes(precision)
+        return estimate(parameters, text_config, bits, batch, sequence, window, pruned, logits_bytes).total
 
     return runs.apply(now, axis=1)
 

@@ -16,15 +16,24 @@ and timed a configuration again. ``--check`` exits 1 when the recommendations di
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import pandas as pd
 
 import evalbench
 from evalbench.analysis.objectives import with_configurations
+from evalbench.analysis.recommend import Constraint
 
 KEYS = ["model", "backend", "precision", "threads", "batch_size"]
 FIGURE = "decode_tokens_per_s"
+
+
+def with_recommenders_interval(runs: pd.DataFrame) -> pd.DataFrame:
+    """Add ``wide_low`` and ``wide_high``: the decode speed's interval as the recommender reads it."""
+    target = Constraint(FIGURE, 0.0, True)
+    wide = [target.interval(row) for _, row in runs.iterrows()]
+    return runs.assign(wide_low=[w[0] for w in wide], wide_high=[w[1] for w in wide])
 
 
 def main() -> int:
@@ -37,9 +46,11 @@ def main() -> int:
     args = parser.parse_args()
 
     runs = [with_configurations(evalbench.load_results(folder)) for folder in (args.first, args.second)]
-    columns = [*KEYS, FIGURE, f"{FIGURE}_ci_low", f"{FIGURE}_ci_high", f"{FIGURE}_cv"]
-    a, b = (r[r.status == "ok"][columns] for r in runs)
+    columns = [*KEYS, FIGURE, f"{FIGURE}_ci_low", f"{FIGURE}_ci_high", f"{FIGURE}_cv", "wide_low", "wide_high"]
+    a, b = (with_recommenders_interval(r[r.status == "ok"])[columns] for r in runs)
     both = a.merge(b, on=KEYS, suffixes=("_a", "_b"))
+    wide = (both.wide_low_a <= both.wide_high_b) & (both.wide_low_b <= both.wide_high_a)
+    spread = (both[f"{FIGURE}_b"] / both[f"{FIGURE}_a"]).map(math.log).abs()
     inside_a = both[f"{FIGURE}_b"].between(both[f"{FIGURE}_ci_low_a"], both[f"{FIGURE}_ci_high_a"])
     inside_b = both[f"{FIGURE}_a"].between(both[f"{FIGURE}_ci_low_b"], both[f"{FIGURE}_ci_high_b"])
     overlap = (both[f"{FIGURE}_ci_low_a"] <= both[f"{FIGURE}_ci_high_b"]) & (
@@ -53,7 +64,9 @@ def main() -> int:
     print(
         f"\n{len(both)} configurations: second mean inside the first's 95% CI for {int(inside_a.sum())}, "
         f"first inside the second's for {int(inside_b.sum())}, intervals overlap for {int(overlap.sum())}; "
-        f"median ratio {both.ratio.median():.3f} (min {both.ratio.min():.3f}, max {both.ratio.max():.3f})"
+        f"median ratio {both.ratio.median():.3f} (min {both.ratio.min():.3f}, max {both.ratio.max():.3f})\n"
+        f"the recommender's intervals (within-run 95% CI and speed_repeatability in quadrature) overlap for "
+        f"{int(wide.sum())} of {len(both)}; 90th percentile of |log ratio| {spread.quantile(0.9):.3f}"
     )
     for label, table in zip(("first", "second"), runs, strict=True):
         if "machine_probe_retimes" in table:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
 from evalbench.config import CONFIG_DIR, register_configs
@@ -51,16 +53,24 @@ def summary(record: dict[str, Any]) -> str:
     return f"{head}: {', '.join(parts)} -> {record['record_file']}"
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
-def _app(cfg: DictConfig) -> str:
-    from evalbench.runner import run_configuration
+def _measured(cfg: DictConfig) -> dict[str, Any]:
+    """``cfg`` measured and recorded; a failure of any kind, foreseen or not, is its failed record."""
+    from evalbench.runner import record_failure, run_configuration
 
-    _quiet_libraries()
+    overrides = list(HydraConfig.get().overrides.task)
     try:
-        record = run_configuration(cfg)
+        return run_configuration(cfg, overrides)
     except EvalbenchError as exc:  # nowhere to write records: stop the sweep, nothing can be kept
         print(f"evalbench: error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except Exception as exc:  # outside the measuring (a bug, a failing resolver): still this configuration's
+        return record_failure(cfg, exc, Path(to_absolute_path(cfg.results_dir)), overrides)
+
+
+def _job(cfg: DictConfig) -> str:
+    """One configuration: its record and summary line; for a single run, the report and the exit status."""
+    _quiet_libraries()
+    record = _measured(cfg)
     if record.get("skipped"):
         print(f"[skipped] {_head(record)}: already recorded in {record['record_file']} (force=true re-runs)")
         return "skipped"
@@ -82,6 +92,11 @@ def _app(cfg: DictConfig) -> str:
     return record["status"]
 
 
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+def _app(cfg: DictConfig) -> str:
+    return _job(cfg)
+
+
 def _check_single_run(argv: list[str]) -> None:
     """Compose a single run's config first, so that a bad value fails as one line and a record.
 
@@ -91,11 +106,11 @@ def _check_single_run(argv: list[str]) -> None:
         return
     from hydra import compose, initialize_config_dir
 
-    from evalbench.composition import record_composition_failure
+    from evalbench.composition import check_composed, record_composition_failure
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="evalbench"):
         try:
-            compose("config", overrides=argv, return_hydra_config=True)
+            check_composed(compose("config", overrides=argv, return_hydra_config=True), argv)
         except Exception as exc:
             record = record_composition_failure(argv, exc, compose("config"))
             print(f"evalbench: error: {record['error']}", file=sys.stderr)
@@ -104,11 +119,15 @@ def _check_single_run(argv: list[str]) -> None:
 
 def _check_results_dir(argv: list[str]) -> None:
     """Hydra writes its logs under results_dir before any job runs: a folder that cannot be written
-    must fail as one line, not as Hydra's traceback (each run checks it again)."""
+    must fail as one line, not as Hydra's traceback (each run checks it again). The value checked
+    is the one Hydra uses: the last given."""
     from evalbench.composition import override_value
     from evalbench.results import ensure_writable
 
-    results_dir = str(override_value(argv, "results_dir", "results"))
+    results_dir = override_value(argv, "results_dir", "results")
+    if isinstance(results_dir, bool) or not isinstance(results_dir, str | int | float):
+        return  # a sweep over folders, or null: left to Hydra and to each run
+    results_dir = str(results_dir)
     if "$" in results_dir:  # an interpolation: left to the run to resolve and check
         return
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,7 @@ class SpeedConfig:
     min_time_s: float = 0.0  # ... and at least this many timed seconds
     max_cv: float = 0.05  # a figure varying more (coefficient of variation) is warned about ...
     max_time_s: float = 0.0  # ... and re-timed until under max_cv or this many timed seconds (0: never)
+    repeatability: float = 0.1  # sweep-to-sweep variation of timings on this machine (relative 95% half-width)
     roofline: bool = True  # record the decode roofline from the machine's measured read bandwidth
     timing_lock: bool = True  # one timed section at a time on this machine, across evalbench processes
     machine_probe: bool = True  # probe the machine before and after timing; re-time during a slow spell
@@ -92,16 +94,66 @@ class SpeedConfig:
     kv_cache: bool = True  # false: recompute the whole prefix at every decode step (backend=torch)
 
 
+# Each target's unit, and the units a value may be written with by mistake (``2GiB``): the factor to the plain number.
+_TARGET_UNITS: dict[str, tuple[str, dict[str, float]]] = {
+    "max_quality_loss": ("a fraction: 0.01 = 1% worse than the baseline", {"%": 0.01}),
+    "min_decode_tokens_per_s": ("tokens per second", {"tok/s": 1, "tokens/s": 1, "t/s": 1}),
+    "max_memory_bytes": (
+        "bytes",
+        {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40},
+    ),
+    "max_ttft_s": ("seconds", {"s": 1, "ms": 1e-3}),
+}
+_WITH_UNIT = re.compile(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)\s*(\S*)\s*", re.IGNORECASE)
+
+
+def target_value(key: str, value: Any) -> float | None:
+    """Target ``key`` (``max_memory_bytes``, ``report.max_memory_bytes``) as a number; null where it means no target.
+
+    A number written with a unit (``2GiB``, ``20tok/s``) or in quotes is refused with the plain number to give.
+    """
+    name = key.rsplit(".", 1)[-1]
+    if value is None and name != "max_quality_loss":
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    unit, factors = _TARGET_UNITS[name]
+    plain = _plain_number(value, factors)
+    if plain is not None:
+        number, has_unit = plain
+        wrong = f"{key}={value} is invalid: targets take no unit" if has_unit else f"{key}='{value}' is text"
+        raise EvalbenchError(f"{wrong}; valid: {key}={number} ({unit})")
+    optional = ", or null (no target)" if name != "max_quality_loss" else ""
+    shown = "null" if value is None else value
+    raise EvalbenchError(f"{key}={shown} is invalid; valid: a number ({unit}){optional}")
+
+
+def _plain_number(value: Any, factors: dict[str, float]) -> tuple[str, bool] | None:
+    """The plain number a text stands for, written with a known unit (``2GiB``) or none ('20'), and whether it had
+    a unit; None for anything else."""
+    match = _WITH_UNIT.fullmatch(value) if isinstance(value, str) else None
+    unit = match.group(2).lower() if match else ""
+    if match is None or (unit and unit not in factors):
+        return None
+    return f"{float(match.group(1)) * factors.get(unit, 1):.12g}", bool(unit)
+
+
 @dataclass
 class Targets:
     """The quality floor and performance targets of a recommendation (fields of ``recommend``)."""
 
-    max_quality_loss: float = 0.01  # the floor: 1% more perplexity than the baseline
-    min_decode_tokens_per_s: float | None = None
-    max_memory_bytes: float | None = None
-    max_ttft_s: float | None = None
+    # Any, not float: a value with a unit (2GiB) must reach __post_init__, which says so in one line,
+    # where Hydra would refuse it with its error dump.
+    max_quality_loss: Any = 0.01  # the floor: 1% more perplexity than the baseline
+    min_decode_tokens_per_s: Any = None
+    max_memory_bytes: Any = None
+    max_ttft_s: Any = None
     quality: str = "perplexity"
     cost: str = "s_per_token"
+
+    def __post_init__(self) -> None:
+        for name in _TARGET_UNITS:
+            setattr(self, name, target_value(name, getattr(self, name)))
 
 
 @dataclass
@@ -154,12 +206,12 @@ def torch_precisions() -> list[str]:
     return [name for name, backend in precision_backends().items() if backend == "torch"]
 
 
-def _required(key: str, example: str) -> None:
-    """``${evalbench_required:key,example}``: a value with no safe default, refused until given.
+def _required(key: str, example: str, needed_by: str = "this launcher") -> None:
+    """``${evalbench_required:key,example[,needed_by]}``: a value with no safe default, refused until given.
 
-    (``???`` cannot say it in a launcher config: OmegaConf's merge keeps the plugin's default.)
+    (``???`` cannot say it where the schema or a plugin has a default: OmegaConf's merge keeps the default.)
     """
-    raise EvalbenchError(f"{key} must be given for this launcher; e.g. {key}={example}")
+    raise EvalbenchError(f"{key} must be given for {needed_by}; e.g. {key}={example}")
 
 
 def register_configs() -> None:
@@ -195,6 +247,8 @@ def validate(cfg: Any) -> None:
         f"affinity={cfg.affinity} is invalid; valid: none, or cores (one thread per physical core)",
     )
     _check(cfg.batch_size >= 1, f"batch_size={cfg.batch_size} is invalid; valid: an integer >= 1")
+    for name in _TARGET_UNITS:  # the report's: refused before measuring, as any other bad value
+        target_value(f"report.{name}", cfg.report[name])
     ppl, speed = cfg.perplexity, cfg.speed
     _check(
         ppl.max_tokens is None or ppl.max_tokens == 0 or ppl.max_tokens >= 2,
@@ -230,6 +284,6 @@ def validate(cfg: Any) -> None:
         speed.machine_probe_max_slowdown >= 1,
         f"speed.machine_probe_max_slowdown={speed.machine_probe_max_slowdown} is invalid; valid: a number >= 1",
     )
-    for key in ("min_time_s", "max_cv", "max_time_s", "machine_probe_retimes", "machine_probe_wait_s"):
+    for key in ("min_time_s", "max_cv", "max_time_s", "repeatability", "machine_probe_retimes", "machine_probe_wait_s"):
         value = speed[key]
         _check(value >= 0, f"speed.{key}={value} is invalid; valid: a number >= 0")

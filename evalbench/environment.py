@@ -1,4 +1,9 @@
-"""The machine and build a run ran on: every record carries this fingerprint."""
+"""The machine and build a run ran on: every record carries this fingerprint.
+
+``machine_id`` names the hardware (CPU model and instruction sets, cores, memory), not the
+host: identical containers or cluster nodes share it, so their records resume and group
+together; the host name is recorded beside it.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,11 @@ import hashlib
 import os
 import platform
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import psutil
-import torch
-import transformers
 
 # ISA features that decide which CPU kernels can run fast.
 ISA_FLAGS = frozenset(
@@ -35,6 +40,20 @@ def _cpuinfo() -> tuple[str, list[str]]:
     return model, sorted(flags.intersection(ISA_FLAGS))
 
 
+# The fingerprint's fields that identify the hardware; memory counts in whole GiB, so that nodes whose
+# firmware reserves a few MB more or less are still one machine.
+HARDWARE_KEYS = ("cpu_model", "cpu_isa", "cpu_arch", "logical_cores", "physical_cores", "memory_bytes")
+
+
+def machine_id(env: Mapping[str, Any]) -> str | None:
+    """A short hash of the hardware fields of ``env`` (a fingerprint or a record's ``env``); None if one is absent."""
+    if any(key not in env for key in HARDWARE_KEYS):
+        return None
+    hardware = {key: env[key] for key in HARDWARE_KEYS}
+    hardware["memory_bytes"] = round((env["memory_bytes"] or 0) / 2**30)
+    return hashlib.sha256(repr(sorted(hardware.items())).encode()).hexdigest()[:12]
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -52,7 +71,10 @@ def _git_commit() -> str | None:
 
 @functools.cache
 def fingerprint() -> dict[str, object]:
-    """CPU model and ISA flags, cores, memory, library versions and a short machine id."""
+    """CPU model and ISA flags, cores, memory, host name, library versions and the hardware's machine id."""
+    import torch  # here, not above: results.py reads machine ids without loading torch
+    import transformers
+
     from evalbench import __version__
 
     cpu_model, isa = _cpuinfo()
@@ -65,9 +87,8 @@ def fingerprint() -> dict[str, object]:
         "memory_bytes": psutil.virtual_memory().total,
         "hostname": platform.node(),
     }
-    machine_id = hashlib.sha256(repr(sorted(machine.items())).encode()).hexdigest()[:12]
     return {
-        "machine_id": machine_id,
+        "machine_id": machine_id(machine),
         **machine,
         "os": platform.platform(),
         "python": platform.python_version(),

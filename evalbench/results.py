@@ -99,8 +99,25 @@ def read_records(results_dir: str | Path) -> list[dict[str, Any]]:
             warnings.warn(f"skipping unreadable record {path}: {exc}", stacklevel=2)
             continue
         record["record_file"] = str(path)
-        records.append(record)
+        records.append(_with_hardware_id(record))
     return records
+
+
+def _with_hardware_id(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with today's ``env.machine_id``, the hash of its hardware fields.
+
+    Records written before it named the hardware alone (their id hashed the host name too) are
+    given it, so they resume and group with the same hardware's new records; the id they were
+    written with stays as ``env.recorded_machine_id``.
+    """
+    from evalbench.environment import machine_id
+
+    env = record.get("env")
+    current = machine_id(env) if isinstance(env, dict) else None
+    if current is not None and env.get("machine_id") != current:
+        env["recorded_machine_id"] = env.get("machine_id")
+        env["machine_id"] = current
+    return record
 
 
 def find_recorded(results_dir: str | Path, config_key: str, machine_id: str) -> dict[str, Any] | None:

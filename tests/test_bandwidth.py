@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from evalbench.metrics import bandwidth
-from evalbench.metrics.bandwidth import bytes_per_decode_step, measure_read_bandwidth, read_bandwidth, roofline
+from evalbench.metrics.bandwidth import bytes_per_decode_step, measure_read_bandwidth, read_bandwidth
 from evalbench.metrics.memory import weight_bytes
 
 
@@ -82,8 +82,28 @@ def test_decode_step_bytes_count_weights_and_kv_cache(tiny_model):
     parameters = 2 * per_layer + 64 + config.vocab_size * 64 + 3 * 64 + 2 * 8
     assert step["weights"] == 4 * parameters
     assert step["kv_cache"] == 3 * _kv_cache_bytes(tiny_model, 100)
-    fields = roofline(tiny_model, batch_size=3, prompt_tokens=90, new_tokens=20, bandwidth=1e10)
-    assert fields["decode_bytes_per_step"] == pytest.approx(step["total"])  # mean context 90 + 20 / 2 = 100
+
+
+def test_the_recorded_roofline_reads_the_kv_cache_at_the_mean_context_of_the_timed_steps(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from evalbench import runner
+
+    asked = []
+
+    class Backend:
+        def decode_bytes_per_step(self, batch_size: int, context_tokens: float) -> dict[str, float]:
+            asked.append((batch_size, context_tokens))
+            return {"weights": 1e6, "kv_cache": 0.0, "total": 1e6}
+
+    probe = {"bytes_per_s": 1e10, "threads": 1, "method": "fake", "buffer_bytes": 1 << 20, "file": ""}
+    monkeypatch.setattr(runner, "read_bandwidth", lambda *args: probe)
+    for kv_cache in (True, False):
+        speed = {"prompt_tokens": 90, "new_tokens": 20, "kv_cache": kv_cache, "remeasure_bandwidth": False}
+        cfg = OmegaConf.create({"batch_size": 3, "threads": 1, "cache_dir": str(tmp_path), "speed": speed})
+        runner._record_roofline(cfg, {"decode_tokens_per_s": 1.0}, Backend())
+    # The 19 timed decode steps after a 90-token prompt attend to 91..109 tokens; without a cache none is read.
+    assert asked == [(3, np.mean(range(91, 110))), (3, 0)]
 
 
 def test_tied_embeddings_are_read_whole(tiny_model):

@@ -20,7 +20,9 @@ def test_sweep_records_every_configuration_and_goes_past_failures(tiny_args, tmp
     html = tmp_path / "results" / "report" / "report.html"
     last = out.stdout.strip().splitlines()
     assert last[-1].endswith(str(html)) and "max_quality_loss=0.5" in last[-1] and html.is_file()
-    chosen = next(line for line in last if line.startswith("RECOMMENDED: tiny torch int"))
+    chosen = next(
+        line for line in last if line.startswith(("RECOMMENDED: tiny torch ", "RECOMMENDED (borderline): tiny"))
+    )
     assert last.index(chosen) > last.index(next(line for line in last if "12 configurations" in line))
     assert "dominance check" in out.stdout and "<h2>tiny on machine" in html.read_text()
     frame = load_results(tmp_path / "results")
@@ -73,21 +75,28 @@ def test_perplexity_is_reused_across_batch_sizes(tiny_args, tmp_path):
     assert rerun.perplexity_time_s > 0
 
 
-def test_sample_sweep_preset_lists_every_axis():
+def test_the_sample_sweep_is_44_configurations_each_with_a_backend_that_runs_its_precision():
+    from collections import Counter
+
     from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from evalbench.cli import CONFIG_DIR
+    from evalbench.runner import check_configuration
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["sweep=sample"], return_hydra_config=True)
-    params = cfg.hydra.sweeper.params
-    assert params.precision.split(",") == [
-        *("fp32", "bf16", "int8", "int4"),
-        *("f32", "q8_0", "q4_0", "q4_k_m"),
-        *("ort_fp32", "ort_int8", "ort_int4"),
-    ]
-    assert params.threads == "1,2" and params.batch_size == "1,4" and cfg.hydra.mode.name == "MULTIRUN"
-    assert cfg.model.name == "smollm2-135m" and cfg.perplexity.max_tokens > 0
+        axes = compose("config", overrides=["sweep=sample"], return_hydra_config=True).hydra.sweeper.params
+        parsed = OverridesParser.create().parse_overrides([f"{axis}={values}" for axis, values in axes.items()])
+        batches = BasicSweeper.split_arguments(parsed, None)  # the sweeper's jobs
+        jobs = [dict(override.split("=", 1) for override in job) for batch in batches for job in batch]
+        runtime = {  # each precision composed selects its backend, which runs it (or this raises)
+            name: check_configuration(compose("config", ["sweep=sample", f"precision={name}"])).backend.name
+            for name in {job["precision"] for job in jobs}
+        }
+    assert len(jobs) == 44 and Counter(runtime[job["precision"]] for job in jobs) == {
+        "torch": 16, "llama_cpp": 16, "ort_genai": 12,
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -185,3 +194,135 @@ def test_an_export_the_model_builder_refuses_is_a_failed_record_with_its_message
     frame = load_results(tmp_path / "results")
     assert frame.status.tolist() == ["failed"] and frame.backend.tolist() == ["ort_genai"]
     assert frame.error.iloc[0] in last_line
+
+
+_RAISING_JOB = """
+import sys
+
+import evalbench.cli
+import evalbench.runner
+
+where = sys.argv.pop(1)
+module, name = (evalbench.runner, "run_configuration") if where == "run" else (evalbench.cli, "_job")
+real = getattr(module, name)
+
+
+def raising(cfg, *args):
+    if cfg.batch_size == 2:
+        raise RuntimeError("boom")
+    return real(cfg, *args)
+
+
+setattr(module, name, raising)
+evalbench.cli.main()
+"""
+
+
+@pytest.mark.parametrize("where", ["run", "job"])  # inside the job's measuring call; out of the job altogether
+def test_a_job_raising_an_unforeseen_error_is_its_failed_record_and_the_sweep_goes_on(where, tiny_args, tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "raising_job.py"
+    script.write_text(_RAISING_JOB)
+    args = ["-m", "batch_size=2,1", *tiny_args, "report.enabled=true", "report.max_quality_loss=0.5"]
+    out = subprocess.run([sys.executable, str(script), where, *args], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 1 and "hydra/launcher could not run" not in out.stderr, out.stderr
+    assert "[failed] tiny torch fp32 threads=1 batch_size=2: RuntimeError: boom -> " in out.stdout
+    assert "evalbench: 2 configurations, 1 ok, 1 failed;" in out.stdout
+    assert (tmp_path / "results" / "report" / "report.html").is_file()  # the sweep's report, after the failure
+    frame = load_results(tmp_path / "results").set_index("batch_size")
+    assert frame.status.to_dict() == {1: "ok", 2: "failed"}
+    assert frame.loc[2, "error"] == "RuntimeError: boom" and frame.loc[2, "error_type"] == "RuntimeError"
+    assert frame.loc[2, "model"] == "tiny" and frame.loc[2, "env.machine_id"] == frame.loc[1, "env.machine_id"]
+
+
+@pytest.mark.parametrize("mode", [[], ["-m"], ["hydra.job.chdir=false"]])  # checked first; by the sweeper; by the run
+def test_a_required_value_left_unset_is_one_line_and_a_failed_record(mode, tmp_path):
+    message = "model.path must be given for model=hub; e.g. model.path=HuggingFaceTB/SmolLM2-135M"
+    out = evalbench(*mode, "model=hub", f"results_dir={tmp_path / 'results'}", "report.enabled=false", cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr + out.stdout, out.stderr
+    if mode == ["-m"]:
+        assert f"[failed] model=hub results_dir={tmp_path / 'results'} report.enabled=False: {message}" in out.stdout
+        assert "1 configurations, 0 ok, 1 failed" in out.stdout
+    else:
+        assert out.stderr.strip().splitlines()[-1] == f"evalbench: error: {message}"
+    frame = load_results(tmp_path / "results")
+    assert frame.status.tolist() == ["failed"] and frame.error.tolist() == [message]
+
+
+def test_a_value_left_unset_in_a_group_and_an_interpolation_to_it_are_one_line(tiny_args, tmp_path):
+    out = evalbench(*tiny_args, "+precision.scale=???", "+precision.alias=${.scale}", cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        "evalbench: error: precision.scale must be given for precision=fp32 (it is ??? there); "
+        "valid: precision.scale=<a value> on the command line"
+    )
+
+
+@pytest.mark.parametrize("mode", [[], ["-m"]])
+def test_a_list_for_a_config_group_is_one_line_not_a_merge(mode, tiny_args, tmp_path):
+    message = (
+        "precision=[fp32,int8] is a list, but a run takes one precision (Hydra would merge them into one); "
+        "valid: precision=<one of: bf16, f16, f32, fp32, int4, int8, int8_dynamic, ort_fp32, ort_int4, ort_int8, "
+        "q4_0, q4_k_m, q4_k_s, q5_k_m, q6_k, q8_0>, or -m precision=fp32,int8 to measure each"
+    )
+    out = evalbench(*mode, *tiny_args, "precision=[fp32,int8]", cwd=tmp_path)
+    assert out.returncode == 1
+    if mode:
+        assert f"{message} -> " in out.stdout and "1 configurations, 0 ok, 1 failed" in out.stdout
+    else:
+        assert out.stderr.strip().splitlines()[-1] == f"evalbench: error: {message}"
+    frame = load_results(tmp_path / "results")
+    assert frame.status.tolist() == ["failed"] and frame.error.tolist() == [message]  # nothing measured
+
+
+def test_the_last_of_a_repeated_results_dir_is_the_one_checked_and_used(tiny_args, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    args = [a for a in tiny_args if not a.startswith("results_dir=")]
+    out = evalbench(*args, f"results_dir={tmp_path / 'ok'}", f"results_dir={tmp_path / 'a-file'}", cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"evalbench: error: results_dir='{tmp_path / 'a-file'}' is not writable (Not a directory); "
+        "valid: a folder you can write to"
+    )
+    assert not (tmp_path / "ok").exists()
+    out = evalbench(*args, "perplexity.enabled=false", f"results_dir={tmp_path / 'a-file'}",
+                    f"results_dir={tmp_path / 'ok'}", cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert load_results(tmp_path / "ok").status.tolist() == ["ok"]
+
+
+def test_a_data_file_in_another_encoding_is_one_line_and_a_failed_record(tiny_args, tmp_path):
+    data = tmp_path / "data" / "wikitext-2-raw" / "wiki.test.raw"
+    data.parent.mkdir(parents=True)
+    data.write_bytes(" = Café = \n".encode("latin-1"))
+    out = evalbench(*tiny_args, f"dataset.data_dir={tmp_path / 'data'}", cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr + out.stdout
+    message = (
+        f"dataset file '{data}' is not UTF-8 text (byte 0xe9 at offset 6: invalid continuation byte); "
+        "valid: a UTF-8 text file, e.g. converted with iconv -f <its encoding> -t utf-8"
+    )
+    assert out.stderr.strip().splitlines()[-1] == f"evalbench: error: {message}"
+    assert load_results(tmp_path / "results").error.tolist() == [message]
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("min_decode_tokens_per_s=20tok/s", "valid: min_decode_tokens_per_s=20 (tokens per second)"),
+        ("max_memory_bytes=2GiB", "valid: max_memory_bytes=2147483648 (bytes)"),
+        ("max_ttft_s=200ms", "valid: max_ttft_s=0.2 (seconds)"),
+        ("max_quality_loss=1%", "valid: max_quality_loss=0.01 (a fraction: 0.01 = 1% worse than the baseline)"),
+    ],
+)
+def test_a_report_target_written_with_a_unit_is_one_line(target, message, tmp_path):
+    from conftest import run_cli
+
+    from evalbench.results import write_record
+
+    write_record(tmp_path / "results", {"run_id": "a", "status": "ok", "model": "m", "precision": "fp32"})
+    out = run_cli(f"results_dir={tmp_path / 'results'}", target, cwd=tmp_path, program="evalbench-report")
+    assert out.returncode == 1
+    line = f"evalbench-report: error: {target} is invalid: targets take no unit; {message}"
+    assert out.stderr.strip().splitlines() == [line]

@@ -152,6 +152,32 @@ def test_report_recommends_a_run_that_meets_the_floor(sample_dir, tmp_path):
     assert re.search(rf"RECOMMENDED( \(borderline\))?: smollm2-135m {chosen.backend} {chosen.precision} ", out.stdout)
 
 
+FLOORS = [0, 1e-4, 1e-3, 0.003, 0.01, 0.03, 0.1, 0.3, 1]
+
+
+def test_the_answer_at_every_floor_on_the_sample_records(sample_dir):
+    from evalbench import recommend
+    from evalbench.analysis.recommend import Constraint
+
+    records = load_results(sample_dir)
+    answers = [recommend(records, max_quality_loss=floor) for floor in FLOORS]
+    assert all(a.config is not None for a in answers), [a.verdict for a in answers]
+    speeds = [a.config.decode_tokens_per_s for a in answers]
+    assert speeds == sorted(speeds), list(zip(FLOORS, speeds, strict=True))  # a looser floor is never slower
+    lossless = answers[0]
+    assert lossless.config.weight_bits >= 16 and lossless.floor.lossless(lossless.config)
+    speed = Constraint("decode_tokens_per_s", 0.0, True)
+    lossless_runs = next(step.rows for step in lossless.trace if step.name.startswith("no loss allowed"))
+    equal = lossless_runs[[lossless.floor.lossless(row) for _, row in lossless_runs.iterrows()]]
+    assert set(equal.backend) == {"torch", "llama_cpp", "ort_genai"}  # fp32 on three runtimes equals the reference
+    chosen_high = speed.interval(lossless.config)[1]
+    assert all(speed.interval(row)[0] <= chosen_high for _, row in equal.iterrows())  # none faster beyond noise
+    by_kld = recommend(records, quality="kld_mean", max_quality_loss=0.001)
+    assert by_kld.config is not None and by_kld.config.kld_mean <= 0.001
+    fastest_first = recommend(records, max_quality_loss=0.01, cost="decode_tokens_per_s")
+    assert fastest_first.config.decode_tokens_per_s >= answers[FLOORS.index(0.01)].config.decode_tokens_per_s
+
+
 def test_distribution_metrics_against_the_fp32_reference(sample_results):
     r = sample_results
     assert r.reference_computed.sum() == 1 and r.reference_key.nunique() == 1  # one reference for the sweep

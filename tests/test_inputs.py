@@ -126,3 +126,76 @@ def test_oversubscription_is_allowed_when_asked_for():
     OmegaConf.update(cfg, "threads", 4096)
     OmegaConf.update(cfg, "oversubscribe", True)
     validate(cfg)  # no error
+
+
+def test_a_data_file_in_another_encoding_is_one_line_naming_it(tmp_path):
+    (tmp_path / "wikitext-2-raw").mkdir()
+    (tmp_path / "wikitext-2-raw" / "wiki.test.raw").write_bytes(" = Café = \n".encode("latin-1"))
+    with pytest.raises(EvalbenchError) as caught:
+        load_text(DatasetConfig(data_dir=str(tmp_path)))
+    assert str(caught.value) == (
+        f"dataset file '{tmp_path / 'wikitext-2-raw' / 'wiki.test.raw'}' is not UTF-8 text (byte 0xe9 at offset 6: "
+        "invalid continuation byte); valid: a UTF-8 text file, e.g. converted with iconv -f <its encoding> -t utf-8"
+    )
+
+
+def test_a_task_data_file_in_another_encoding_is_refused_before_lm_eval_reads_it(tmp_path):
+    from evalbench.quality.tasks import resolve_tasks
+
+    (tmp_path / "lambada_openai").mkdir()
+    (tmp_path / "lambada_openai" / "lambada_test.jsonl").write_bytes('{"text": "Café"}\n'.encode("utf-16"))
+    record: dict = {}
+    quality = OmegaConf.create({"tasks": ["lambada_openai"], "data_dir": str(tmp_path)})
+    assert resolve_tasks(quality, record) == []
+    assert record["quality_errors"] == [
+        f"quality.tasks: lambada_openai data file '{tmp_path / 'lambada_openai' / 'lambada_test.jsonl'}' is not "
+        "UTF-8 text (byte 0xff at offset 0: invalid start byte); valid: a UTF-8 text file, e.g. converted with "
+        "iconv -f <its encoding> -t utf-8"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("min_decode_tokens_per_s", "20tok/s", r"no unit; valid: min_decode_tokens_per_s=20 \(tokens per second\)$"),
+        ("max_memory_bytes", "2GiB", r"targets take no unit; valid: max_memory_bytes=2147483648 \(bytes\)$"),
+        ("max_memory_bytes", "1.5 GB", r"targets take no unit; valid: max_memory_bytes=1500000000 \(bytes\)$"),
+        ("max_ttft_s", "500ms", r"targets take no unit; valid: max_ttft_s=0.5 \(seconds\)$"),
+        ("max_quality_loss", "1%", r"targets take no unit; valid: max_quality_loss=0.01 \(a fraction: 0.01 = 1%"),
+        ("max_memory_bytes", "lots", r"max_memory_bytes=lots is invalid; valid: a number \(bytes\), or null"),
+        ("max_quality_loss", None, r"max_quality_loss=null is invalid; valid: a number \(a fraction"),
+        ("max_quality_loss", "0.05", r"max_quality_loss='0.05' is text; valid: max_quality_loss=0.05 \(a fraction"),
+    ],
+)
+def test_a_report_target_with_a_unit_is_one_line_giving_the_plain_number(key, value, message):
+    from evalbench.config import Targets
+
+    with pytest.raises(EvalbenchError, match=message):
+        Targets(**{key: value})
+    cfg = OmegaConf.structured(EvalbenchConfig)  # evalbench's own report: refused before measuring
+    OmegaConf.update(cfg, f"report.{key}", value)
+    with pytest.raises(EvalbenchError, match=f"report.{key}="):
+        validate(cfg)
+
+
+def test_report_targets_given_as_numbers_are_numbers():
+    from evalbench.config import Targets
+
+    targets = Targets(max_quality_loss=0, min_decode_tokens_per_s=20, max_memory_bytes=2e9)
+    assert (targets.max_quality_loss, targets.min_decode_tokens_per_s, targets.max_memory_bytes) == (0.0, 20.0, 2e9)
+    assert targets.max_ttft_s is None and isinstance(targets.max_quality_loss, float)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["results_dir=a", "results_dir=b"], "b"),  # Hydra applies the last
+        (["+results_dir=a", "threads=2", "results_dir='b c'"], "b c"),  # parsed as Hydra parses it
+        (["threads=2"], "default"),
+        (["results_dir=a", "~results_dir"], "default"),
+    ],
+)
+def test_an_override_given_twice_is_read_as_hydra_reads_it(overrides, expected):
+    from evalbench.composition import override_value
+
+    assert override_value(overrides, "results_dir", "default") == expected

@@ -14,6 +14,7 @@ from evalbench.affinity import bound, core_cpus, physical_cores
 from evalbench.config import CONFIG_DIR, register_configs
 from evalbench.errors import EvalbenchError
 from evalbench.metrics import memory_estimate
+from evalbench.metrics.memory import peak_rss_bytes, reset_peak_rss
 from evalbench.runner import run_configuration
 
 
@@ -100,11 +101,28 @@ def test_a_configuration_that_would_not_fit_fails_before_loading(tiny_model_dir,
 
 
 def test_the_estimate_counts_the_models_parameters(tiny_model, tiny_model_dir):
-    parameters, config = memory_estimate.count_parameters(str(tiny_model_dir))
+    parameters, _ = memory_estimate.count_parameters(str(tiny_model_dir))  # from the config alone
     assert parameters == sum(p.numel() for p in tiny_model.parameters())
-    needed = memory_estimate.estimate(parameters, config, 8, batch_size=2, sequence_tokens=10, window=128)
-    kv_per_token = 2 * 2 * 2 * 16 * 4  # k and v x 2 layers x 2 kv heads x head_dim 16 x float32
-    assert (needed.fp32_model, needed.weights, needed.kv_cache) == (4 * parameters, parameters, 2 * 10 * kv_per_token)
-    assert needed.copies == 2 * parameters  # the bf16 cast before int8
-    pruned_fp32 = memory_estimate.estimate(parameters, config, 32, 2, 10, 128, pruned=True)
-    assert pruned_fp32.copies == 4 * parameters and pruned_fp32.weights == 4 * parameters
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_estimate_covers_the_memory_a_run_takes(precision, tiny_model_dir, tmp_path):
+    """The recorded estimate is at or above what loading, converting, scoring and generating added to the
+    process's resident memory, on a model whose weights (13M parameters, 50 MiB in float32) set the peak."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path / "model"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.save_pretrained(folder)
+    shape = {"hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 4, "num_attention_heads": 8}
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), num_key_value_heads=4, **shape)).save_pretrained(folder)
+    # The same precision on the tiny model first: what its first use imports is not the configuration's.
+    assert run_configuration(_config(tiny_model_dir, tmp_path / "first", f"precision={precision}"))["status"] == "ok"
+    if not reset_peak_rss():
+        pytest.skip("the peak resident memory cannot be reset here")
+    before = peak_rss_bytes()  # just reset: the resident memory now
+    # Without the machine probe, whose buffer is no part of the configuration.
+    record = run_configuration(_config(folder, tmp_path, f"precision={precision}", "speed.machine_probe=false"))
+    assert record["status"] == "ok", record["error"]
+    peak = max(record[field] for field in ("load_peak_rss_bytes", "perplexity_peak_rss_bytes", "peak_rss_bytes"))
+    assert peak - before <= record["memory_estimate_bytes"]

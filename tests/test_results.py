@@ -82,3 +82,40 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     files = list((tmp_path / "records").glob("*.json"))
     assert len(files) == 200
     assert all(json.loads(f.read_text())["payload"] == "x" * 10_000 for f in files)
+
+
+HARDWARE = {
+    "cpu_model": "AMD EPYC",
+    "cpu_isa": "avx avx2 f16c fma sse4_2",
+    "cpu_arch": "x86_64",
+    "logical_cores": 2,
+    "physical_cores": 2,
+    "memory_bytes": 24 * 2**30 - 40 * 2**20,
+}
+
+
+def test_a_machine_is_its_hardware_not_its_host_name():
+    from evalbench.environment import fingerprint, machine_id
+
+    node_a, node_b = {**HARDWARE, "hostname": "node-a"}, {**HARDWARE, "hostname": "node-b"}
+    assert machine_id(node_a) == machine_id(node_b)
+    assert machine_id({**node_a, "memory_bytes": 24 * 2**30 + 30 * 2**20}) == machine_id(node_a)  # firmware's few MB
+    assert machine_id({**node_a, "physical_cores": 1}) != machine_id(node_a)
+    assert machine_id({**node_a, "memory_bytes": 48 * 2**30}) != machine_id(node_a)
+    assert machine_id({**node_a, "cpu_isa": "avx avx2 avx512f"}) != machine_id(node_a)
+    env = fingerprint()
+    assert env["hostname"] and env["machine_id"] == machine_id({**env, "hostname": "elsewhere"})
+
+
+def test_records_of_older_machine_ids_load_resume_and_group_with_the_same_hardware(tmp_path):
+    from evalbench.environment import machine_id
+    from evalbench.results import find_recorded
+
+    old = {"machine_id": "0123456789ab", **HARDWARE, "hostname": "node-a"}  # an id that hashed the host name too
+    write_record(tmp_path, _record("old", config_key="k", env=old))
+    write_record(tmp_path, _record("new", env={"machine_id": machine_id(HARDWARE), **HARDWARE, "hostname": "node-b"}))
+    write_record(tmp_path, _record("bare"))  # an env without the hardware fields keeps its id
+    frame = load_results(tmp_path).set_index("run_id")
+    assert frame.loc["old", "env.machine_id"] == frame.loc["new", "env.machine_id"] == machine_id(HARDWARE)
+    assert frame.loc["old", "env.recorded_machine_id"] == "0123456789ab" and frame.loc["bare", "env.machine_id"] == "x"
+    assert find_recorded(tmp_path, "k", machine_id({**HARDWARE, "hostname": "node-c"}))["run_id"] == "old"

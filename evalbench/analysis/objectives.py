@@ -13,7 +13,13 @@ NO_TOKEN_SET = "not scored"
 # Records written before backends were recorded: all torch, with these weight widths.
 LEGACY_WEIGHT_BITS = {"fp32": 32, "bf16": 16, "int8": 8, "int8_dynamic": 8, "int4": 4}
 BASELINE = ("torch", "fp32")  # the configuration the quality reference is computed at
-HIGHER_IS_BETTER = {"decode_tokens_per_s", "prefill_tokens_per_s", "same_top_rate"}
+# The one table of directions: the tree, the Pareto front, the quality floor and the figures all read it.
+HIGHER_IS_BETTER = {"decode_tokens_per_s", "prefill_tokens_per_s", "same_top_rate", "roofline_fraction"}
+LOWER_IS_BETTER = {
+    "s_per_token", "ttft_s", "token_latency_p50_s", "token_latency_p90_s", "peak_rss_bytes", "weight_bytes",
+    "memory_estimate_bytes", "perplexity", "ppl_ratio", "word_perplexity", "bits_per_byte",
+    "kld_mean", "kld_median", "kld_p99", "kld_max", "delta_p_rms",
+}  # fmt: skip
 # lm-eval task metrics are scores (higher is better) except these, read from ``task.<task>.<metric>``.
 LOWER_IS_BETTER_TASK_METRICS = {"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte"}
 DERIVED = {"ppl_ratio", "s_per_token"}
@@ -24,12 +30,19 @@ ABSOLUTE_QUALITY = {"kld_mean", "kld_median", "kld_p99", "kld_max", "delta_p_rms
 
 
 def higher_is_better(column: str) -> bool:
-    """Whether a larger value of ``column`` is better: throughputs, agreement and task scores, not perplexities."""
+    """Whether a larger value of ``column`` is better: throughputs, agreement and task scores, not perplexities,
+    divergences, times or bytes. A column the table does not name is a cost (lower is better)."""
     if column.startswith("task."):
         parts = column.split(".")  # task.<task>.<metric>[.<filter>]
         metric = parts[2] if len(parts) > 2 else ""
         return "stderr" not in metric and metric not in LOWER_IS_BETTER_TASK_METRICS
     return column in HIGHER_IS_BETTER
+
+
+def best_first(rows: pd.DataFrame, column: str, tie_break: str = "peak_rss_bytes") -> pd.DataFrame:
+    """``rows`` sorted best ``column`` first (its direction from the one table), then least ``tie_break``."""
+    by = [column, *([tie_break] if tie_break in rows and tie_break != column else [])]
+    return rows.sort_values(by, ascending=[not higher_is_better(column), True][: len(by)], kind="stable")
 
 
 def baseline_configuration(runs: pd.DataFrame) -> str:

@@ -1,15 +1,23 @@
 """The recommendation: the project's decision tree, followed and shown step by step.
 
 1. Baseline: the model at fp32 (else the least compressed precision measured, said so).
-2. No loss allowed: the cheapest configuration lossless within noise; when none meets the
-   performance target, the answer is distillation to a smaller model.
-3. Loss allowed: INT8 first; the cheapest INT8 configuration meeting every constraint.
-4. Else fewer bits (INT4 and any other measured scheme) or a pruned model, as measured; else
-   say which constraint failed by how much and name the next levers.
+2. No loss allowed: the cheapest lossless precision (16 bits or more, no lossy lever) whose quality is
+   indistinguishable from the baseline's; when none meets the performance target, the answer is
+   distillation to a smaller model.
+3. Loss allowed, with a performance target: INT8 first, the cheapest INT8 run meeting the floor and
+   every target; else fewer bits (INT4 and below) or a pruned model; else 16/32-bit runs ("INT8 and
+   fewer bits lose too much"); else say which constraint failed by how much and name the next levers.
+4. Loss allowed, no target: each step of 3 is walked and named, and the answer is the cheapest run
+   meeting the floor, whatever its bits, with the step it came from.
+5. Dominance check: a run meeting what the pick meets and better beyond noise on quality or cost
+   replaces it.
 
-"Cheapest" is the lowest measured cost (seconds per decoded token by default). A
-constraint holds when its 95% confidence interval clears the target; an interval that
-straddles the target is borderline and chosen only when nothing passes clearly.
+"Cheapest" is the best measured cost (seconds per decoded token by default; its direction, like every
+column's, from ``objectives.HIGHER_IS_BETTER``). A constraint holds when its 95% confidence interval
+clears the target; an interval that straddles the target is borderline and chosen only when nothing
+passes clearly. A run whose quality loss interval reaches 0 (or that matches the reference exactly:
+KLD 0 or the same top token everywhere) is indistinguishable from the baseline and meets every floor,
+0 included; so a looser floor never gives a dearer answer when there is no target.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from evalbench.analysis.objectives import (
     ABSOLUTE_QUALITY,
     GROUP_COLUMNS,
     baseline_configuration,
+    best_first,
     check_columns,
     higher_is_better,
     lossy_levers,
@@ -34,6 +43,8 @@ from evalbench.errors import EvalbenchError
 from evalbench.stats import t95
 
 PASS, BORDERLINE, FAIL = "pass", "borderline", "fail"
+# Timed figures: their intervals also carry the machine's sweep-to-sweep variation (``speed.repeatability``).
+TIMINGS = {"decode_tokens_per_s", "prefill_tokens_per_s", "ttft_s"}
 NEXT_LEVERS = (
     "prune the model (structured pruning, then re-measure)",
     "distil into a smaller model",
@@ -67,10 +78,11 @@ class Recommendation:
         if self.config is not None:
             row = self.config
             head = "RECOMMENDED (borderline)" if self.borderline else "RECOMMENDED"
+            same = ", indistinguishable from the baseline" if self.floor.lossless(row) else ""
             lines.append(
                 f"{head}: {row['model']} {row['configuration']} threads={row['threads']} batch_size={row['batch_size']}"
                 f" ({row['decode_tokens_per_s']:.1f} decode tok/s, {self.floor.metric} loss"
-                f" {self.floor.format_loss(row['quality_loss'])})"
+                f" {self.floor.format_loss(row['quality_loss'])}{same})"
             )
         else:
             lines.append(f"NO CONFIGURATION RECOMMENDED: {self.verdict}")
@@ -89,16 +101,24 @@ class Constraint:
         return f"{self.column} {'>=' if self.higher_better else '<='} {self.target:g}"
 
     def interval(self, row: pd.Series) -> tuple[float, float]:
+        """The figure's 95% interval within its run, widened for a timing by the sweep-to-sweep variation the
+        machine showed (``speed_repeatability``, relative, combined in quadrature)."""
         value = float(row[self.column])
+        half = self._within_run_half_width(row, value)
+        repeatability = row.get("speed_repeatability")
+        if self.column in TIMINGS and repeatability is not None and not pd.isna(repeatability):
+            half = math.hypot(half, float(repeatability) * value)
+        return value - half, value + half
+
+    def _within_run_half_width(self, row: pd.Series, value: float) -> float:
         low, high = row.get(f"{self.column}_ci_low"), row.get(f"{self.column}_ci_high")
         if low is not None and high is not None and not (pd.isna(low) or pd.isna(high)):
-            return float(low), float(high)  # recorded with the figure
+            return max(value - float(low), float(high) - value)  # recorded with the figure
         std = row.get(f"{self.column}_std")
         repeats = row.get("speed_repeats")
         if std is None or pd.isna(std) or not repeats or pd.isna(repeats) or repeats < 2:
-            return value, value
-        half = t95(int(repeats) - 1) * float(std) / math.sqrt(float(repeats))
-        return value - half, value + half
+            return 0.0
+        return t95(int(repeats) - 1) * float(std) / math.sqrt(float(repeats))
 
     def meets(self, value: float) -> bool:
         return value >= self.target if self.higher_better else value <= self.target
@@ -176,21 +196,35 @@ class QualityFloor:
             return low, high
         return loss, loss
 
+    def lossless(self, row: pd.Series) -> bool:
+        """Indistinguishable from the baseline: the loss interval reaches 0, or the run matches the reference
+        the baseline is (``identical_to_baseline``: KLD 0 or the same top token everywhere)."""
+        if pd.isna(row["quality_loss"]):
+            return False
+        return bool(row.get("identical_to_baseline", False)) or self.interval(row)[0] <= 0
+
     def check(self, row: pd.Series) -> str:
+        """PASS when the loss interval is within the floor or reaches 0 (lossless meets every floor), BORDERLINE
+        when it straddles the floor, else FAIL: so a run passing a floor passes every looser one."""
         if pd.isna(row["quality_loss"]):
             return FAIL
         low, high = self.interval(row)
-        if high <= self.max_loss:
+        if high <= self.max_loss or self.lossless(row):
             return PASS
         return BORDERLINE if low <= self.max_loss else FAIL
 
 
-def cost_interval(row: pd.Series, cost: str) -> tuple[float, float]:
-    """The 95% interval of a run's cost; seconds per token is read from the decode speed's interval."""
-    if cost != "s_per_token":
-        return Constraint(cost, 0.0, False).interval(row)
-    low, high = Constraint("decode_tokens_per_s", 0.0, True).interval(row)
-    return (1 / high if high > 0 else math.inf), (1 / low if low > 0 else math.inf)
+def cost_interval(row: pd.Series, cost: str) -> tuple[float, float, float]:
+    """A run's cost and its 95% interval as (low, value, high), oriented so that lower is cheaper: a cost
+    where higher is better (``decode_tokens_per_s``) is negated; seconds per token is read from the
+    decode speed's interval."""
+    if cost == "s_per_token":
+        low, high = Constraint("decode_tokens_per_s", 0.0, True).interval(row)
+        return (1 / high if high > 0 else math.inf), float(row[cost]), (1 / low if low > 0 else math.inf)
+    low, high = Constraint(cost, 0.0, False).interval(row)
+    if higher_is_better(cost):
+        return -high, -float(row[cost]), -low
+    return low, float(row[cost]), high
 
 
 def _describe(rows: pd.DataFrame) -> str:
@@ -225,7 +259,8 @@ def _evaluate(
     checks = _checks(rows, floor, constraints)
     chosen, borderline = _meeting(rows, checks)
     if len(chosen):
-        best = chosen.sort_values([cost, "peak_rss_bytes"]).iloc[0]
+        ranked = best_first(chosen, cost)
+        best = ranked.iloc[0]
         label = "are borderline on" if borderline else "meet"
         targets = (
             f" and {', '.join(c.label() for c in constraints)}"
@@ -233,11 +268,10 @@ def _evaluate(
             else "; no performance target was given, so 'meets the target?' had nothing to check"
         )
         why = f"{len(chosen)} of {len(rows)} runs {label} {quality_note}{targets}"
-        return (
-            Step(name, rows, "chosen", f"{why}; cheapest by {cost}: {_describe(best.to_frame().T)}"),
-            best,
-            borderline,
-        )
+        runners_up = f"; then {_describe(ranked.iloc[1:4])}" if len(ranked) > 1 else ""
+        more = f" and {len(ranked) - 4} more" if len(ranked) > 4 else ""
+        reason = f"{why}; cheapest by {cost}: {_describe(best.to_frame().T)}{runners_up}{more}"
+        return Step(name, rows, "chosen", reason), best, borderline
     quality_ok = checks["quality"] != FAIL
     best_loss = floor.format_loss(rows["quality_loss"].min())
     misses = [] if quality_ok.any() else [f"{quality_note} missed: best loss {best_loss}"]
@@ -256,8 +290,8 @@ class Position:
 
     @classmethod
     def of(cls, row: pd.Series, floor: QualityFloor, cost: str) -> Position:
-        (loss_low, loss_high), (cost_low, cost_high) = floor.interval(row), cost_interval(row, cost)
-        return cls(row, (loss_low, row["quality_loss"], loss_high), (cost_low, row[cost], cost_high))
+        loss_low, loss_high = floor.interval(row)
+        return cls(row, (loss_low, row["quality_loss"], loss_high), cost_interval(row, cost))
 
     def no_worse(self, other: Position) -> bool:
         """At most ``other``'s quality loss and cost, on the point estimates."""
@@ -283,7 +317,7 @@ def _dominance_check(
     """The tree's pick, unless a run of ``pool`` (meeting everything the pick meets) beats it; then the
     cheapest such run, checked again until nothing beats the answer."""
     original = current = Position.of(pick, floor, cost)
-    candidates = [Position.of(row, floor, cost) for _, row in pool.sort_values(cost).iterrows()]
+    candidates = [Position.of(row, floor, cost) for _, row in best_first(pool, cost).iterrows()]
     for _ in range(len(candidates)):
         better = next((c for c in candidates if c.beats(current)), None)
         if better is None:
@@ -367,53 +401,116 @@ def recommend(
     base_rows = runs[runs["configuration"] == base_name]
     floor = QualityFloor(quality, float(base_rows[quality].mean()), max_quality_loss)
     runs["quality_loss"] = floor.losses(runs)
+    runs["identical_to_baseline"] = identical_to_baseline(runs, base_rows)
     note = "" if base_name == "torch fp32" else "; torch fp32 was not measured, the least compressed stands in"
     trace.append(
         Step("baseline", base_rows, base_name, f"{base_name} is the baseline ({quality} {floor.baseline:.4g}){note}")
     )
     constraints = _constraints(min_decode_tokens_per_s, max_memory_bytes, max_ttft_s)
     frontier = pareto_front(table, quality="ppl_ratio" if quality == "perplexity" else quality, cost=cost)
+    tree = _Tree(floor, constraints, cost, trace, frontier)
+    if max_quality_loss == 0:
+        return tree.no_loss(runs)
+    return tree.loss_allowed(runs)
 
-    def evaluate(name: str, rows: pd.DataFrame, quality_note: str) -> tuple[pd.Series | None, bool]:
-        step, best, borderline = _evaluate(name, rows, floor, constraints, cost, quality_note)
-        trace.append(step)
+
+def identical_to_baseline(runs: pd.DataFrame, base_rows: pd.DataFrame) -> pd.Series:
+    """Runs whose logits match the quality reference exactly (mean KLD 0, or the same top token at every scored
+    position), where the baseline is that reference (its own KLD is 0)."""
+    none = pd.Series(False, index=runs.index)
+    if "kld_mean" not in runs or not (base_rows["kld_mean"] == 0).all():
+        return none
+    same_top = runs["same_top_rate"] >= 100 if "same_top_rate" in runs else none
+    return (runs["kld_mean"] == 0) | same_top
+
+
+@dataclass
+class _Tree:
+    """The decision tree's walk over one group's successful runs, appending each step to ``trace``."""
+
+    floor: QualityFloor
+    constraints: list[Constraint]
+    cost: str
+    trace: list[Step]
+    frontier: pd.DataFrame
+
+    def evaluate(self, name: str, rows: pd.DataFrame, quality_note: str) -> tuple[pd.Series | None, bool]:
+        step, best, borderline = _evaluate(name, rows, self.floor, self.constraints, self.cost, quality_note)
+        self.trace.append(step)
         return best, borderline
 
-    def answer(best: pd.Series, borderline: bool, allowed: pd.DataFrame) -> Recommendation:
+    def answer(self, best: pd.Series, borderline: bool, allowed: pd.DataFrame) -> Recommendation:
         """The tree's pick after the dominance check, against runs meeting at least what the pick meets."""
-        checks = _checks(allowed, floor, constraints)
+        checks = _checks(allowed, self.floor, self.constraints)
         meets = ~(checks == FAIL).any(axis=1) if borderline else (checks == PASS).all(axis=1)
-        step, best = _dominance_check(best, allowed[meets], floor, cost, picked_at=len(trace))
-        trace.append(step)
+        step, best = _dominance_check(best, allowed[meets], self.floor, self.cost, picked_at=len(self.trace))
+        self.trace.append(step)
         borderline = bool((checks.loc[best.name] != PASS).any())  # the pick, or a run beating it, is in allowed
-        return Recommendation(best, "recommend", trace, frontier, borderline, floor)
+        return Recommendation(best, "recommend", self.trace, self.frontier, borderline, self.floor)
 
-    bits, lossy = runs["weight_bits"], lossy_levers(runs)
-    if max_quality_loss == 0:
-        lossless = runs[(bits >= 16) & ~lossy]
-        best, borderline = evaluate("no loss allowed: lossless precisions", lossless, "no quality loss")
+    def no_loss(self, runs: pd.DataFrame) -> Recommendation:
+        """Floor 0: the cheapest lossless precision indistinguishable from the baseline, on any runtime."""
+        lossless = runs[(runs["weight_bits"] >= 16) & ~lossy_levers(runs)]
+        note = "no quality loss (indistinguishable from the baseline within measurement)"
+        best, borderline = self.evaluate("no loss allowed: lossless precisions", lossless, note)
+        if best is not None:
+            return self.answer(best, borderline, lossless)
+        reason = self.trace[-1].reason
+        verdict = f"lossless precisions miss the target ({reason}); the answer is distillation to a smaller model"
+        self.trace.append(Step("verdict", lossless, "distillation", verdict))
+        return Recommendation(None, "distillation: " + reason, self.trace, self.frontier, floor=self.floor)
+
+    def loss_allowed(self, runs: pd.DataFrame) -> Recommendation:
+        """INT8, then fewer bits or pruning, then 16/32 bits: in that order with a target; all, for the cheapest,
+        without one."""
+        prunings = pruned(runs)
+        int8 = (runs["weight_bits"] == 8) & ~prunings
+        fewer = (runs["weight_bits"] < 8) | prunings
+        kinds = {"int8": runs[int8], "fewer": runs[fewer], "wide": runs[~int8 & ~fewer]}
+        if self.constraints:
+            return self._in_order(kinds, int(prunings.sum()), runs)
+        return self._cheapest(kinds, int(prunings.sum()), runs)
+
+    def _in_order(self, kinds: dict[str, pd.DataFrame], n_pruned: int, runs: pd.DataFrame) -> Recommendation:
+        note = self.floor.describe()
+        best, borderline = self.evaluate("loss allowed: try INT8 (8-bit weights)", kinds["int8"], note)
         if best is None:
-            reason = trace[-1].reason
-            trace.append(
-                Step(
-                    "verdict",
-                    lossless,
-                    "distillation",
-                    f"lossless precisions miss the target ({reason}); the answer is distillation to a smaller model",
-                )
-            )
-            return Recommendation(None, "distillation: " + reason, trace, frontier, floor=floor)
-        return answer(best, borderline, lossless)
+            fewer = f"INT8 fails: fewer bits (INT4 and below) or pruning ({n_pruned} pruned runs measured)"
+            best, borderline = self.evaluate(fewer, kinds["fewer"], note)
+        if best is None:
+            wide = "INT8 and fewer bits lose too much or miss a target: keep 16/32-bit"
+            best, borderline = self.evaluate(wide, kinds["wide"], note)
+        if best is None:
+            return self._nothing_meets(runs, n_pruned)
+        return self.answer(best, borderline, runs)
 
-    floor_note = floor.describe()
-    prunings = pruned(runs)
-    best, borderline = evaluate("loss allowed: try INT8 (8-bit weights)", runs[(bits == 8) & ~prunings], floor_note)
-    if best is None:
-        fewer = f"INT8 fails: fewer bits (INT4 and below) or pruning ({int(prunings.sum())} pruned runs measured)"
-        best, borderline = evaluate(fewer, runs[(bits < 8) | prunings], floor_note)
-    if best is None:
-        failing = " | ".join(s.reason for s in trace if s.outcome == "fails")
-        levers = "; ".join(NEXT_LEVERS[1:] if prunings.any() else NEXT_LEVERS)
-        trace.append(Step("verdict", runs, "nothing meets", f"{failing}. Next levers: {levers}"))
-        return Recommendation(None, f"nothing meets: {failing}", trace, frontier, floor=floor)
-    return answer(best, borderline, runs)
+    def _cheapest(self, kinds: dict[str, pd.DataFrame], n_pruned: int, runs: pd.DataFrame) -> Recommendation:
+        note = self.floor.describe()
+        names = {
+            "int8": "loss allowed: try INT8 (8-bit weights)",
+            "fewer": "no target to meet, so go on: fewer bits (INT4 and below) or pruning "
+            f"({n_pruned} pruned runs measured)",
+            "wide": "and 16/32-bit runs (some runtimes decode them faster than INT8)",
+        }
+        picks = []
+        for kind, rows in kinds.items():
+            best, borderline = self.evaluate(names[kind], rows, note)
+            if best is not None:
+                picks.append((borderline, len(self.trace), best))
+        if not picks:
+            return self._nothing_meets(runs, n_pruned)
+        clear = [pick for pick in picks if not pick[0]] or picks
+        order = best_first(pd.DataFrame([pick[2] for pick in clear]), self.cost)
+        borderline, step_number, best = next(pick for pick in clear if pick[2].name == order.index[0])
+        reason = (
+            f"{_describe(best.to_frame().T)}, step {step_number}'s pick, is the cheapest run meeting the floor "
+            f"({self.floor.describe()}) by {self.cost}, whatever its bits"
+        )
+        self.trace.append(Step("no performance target: the cheapest run meeting the floor", order, "chosen", reason))
+        return self.answer(best, borderline, runs)
+
+    def _nothing_meets(self, runs: pd.DataFrame, n_pruned: int) -> Recommendation:
+        failing = " | ".join(s.reason for s in self.trace if s.outcome == "fails")
+        levers = "; ".join(NEXT_LEVERS[1:] if n_pruned else NEXT_LEVERS)
+        self.trace.append(Step("verdict", runs, "nothing meets", f"{failing}. Next levers: {levers}"))
+        return Recommendation(None, f"nothing meets: {failing}", self.trace, self.frontier, floor=self.floor)

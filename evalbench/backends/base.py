@@ -32,6 +32,14 @@ class BackendConfig:
     kv_cache_optional: ClassVar[bool] = False  # speed.kv_cache=false (recompute the prefix each step) is possible
     prunable: ClassVar[bool] = False  # pruning applies to the weights this backend loads
 
+    def logits_bytes(self, precision: Any) -> int:
+        """Bytes per ``[position, token]`` value the backend holds for a scoring window's logits (memory estimate).
+
+        By default, a backend whose :meth:`Backend.logits` are :meth:`Backend.log_probs`'s: float32
+        logits and the float32 log-probabilities made of them.
+        """
+        return 8
+
     def describe(self) -> dict[str, Any]:
         """The settings recorded with each run (``backend.<field>``)."""
         return {f"backend.{key}": value for key, value in asdict(self).items()}
@@ -47,7 +55,7 @@ class Backend(ABC):
     """A runtime holding one model at one precision.
 
     Life cycle: ``load`` (prepare and cache files, then load), ``set_threads``, then any
-    number of ``log_probs`` and ``generate`` calls, ``close``.
+    number of ``logits``, ``log_probs`` and ``generate`` calls, ``close``.
     """
 
     name: ClassVar[str]
@@ -80,6 +88,15 @@ class Backend(ABC):
         Row ``t`` is the distribution of the token after ``window[t]``, with ``window[:t+1]`` as
         context and nothing before the window (a fresh sequence per call).
         """
+
+    def logits(self, window: torch.Tensor) -> torch.Tensor:
+        """Next-token logits ``[n, vocab]`` at each position of ``window``, in the runtime's own dtype.
+
+        Scoring makes log-probabilities of them a chunk of positions at a time
+        (:mod:`evalbench.metrics.chunked`). Log-probabilities are logits too: by default those of
+        :meth:`log_probs`; a backend that can returns its raw logits, sparing a float32 copy of the window.
+        """
+        return self.log_probs(window)
 
     def prepare_generation(self, prompts: torch.Tensor, new_tokens: int, kv_cache: bool) -> dict[str, Any]:
         """Set up generation of ``new_tokens`` after ``prompts`` before it is timed; return record fields.

@@ -22,6 +22,17 @@ def offline() -> bool:
     return any(os.environ.get(var, "").lower() in _TRUE for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
 
 
+def read_utf8(path: Path, what: str) -> str:
+    """The text of ``path``; a file in another encoding is one line naming it and where it stops being UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise EvalbenchError(
+            f"{what} {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}: "
+            f"{exc.reason}); valid: a UTF-8 text file, e.g. converted with iconv -f <its encoding> -t utf-8"
+        ) from None
+
+
 def load_text(cfg: DatasetConfig) -> EvalText:
     """The split's rows joined in order, one per line (the layout of WikiText's raw files)."""
     if cfg.data_dir:
@@ -31,7 +42,7 @@ def load_text(cfg: DatasetConfig) -> EvalText:
                 f"dataset file {str(path)!r} not found; EVALBENCH_DATA_DIR / dataset.data_dir={cfg.data_dir!r} "
                 f"must hold {cfg.local_file}"
             )
-        return EvalText(path.read_text(encoding="utf-8"), str(path))
+        return EvalText(read_utf8(path, "dataset file"), str(path))
     if offline():
         raise EvalbenchError(
             f"dataset={cfg.name!r} needs local files while offline: set EVALBENCH_DATA_DIR to a folder "

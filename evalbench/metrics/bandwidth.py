@@ -132,17 +132,3 @@ def bytes_per_decode_step(model: nn.Module, batch_size: int, context_tokens: flo
         weights -= embedding.nbytes - batch_size * embedding[0].nbytes
     kv = batch_size * context_tokens * kv_values_per_token(model.config.get_text_config()) * embedding.element_size()
     return {"weights": float(weights), "kv_cache": float(kv), "total": float(weights + kv)}
-
-
-def roofline(
-    model: nn.Module, batch_size: int, prompt_tokens: int, new_tokens: int, bandwidth: float
-) -> dict[str, float]:
-    """Record fields: the decode roofline at the mean context of the timed decode steps."""
-    context = prompt_tokens + new_tokens / 2
-    step = bytes_per_decode_step(model, batch_size, context)
-    return {
-        "decode_bytes_per_step": step["total"],
-        "decode_weight_bytes_per_step": step["weights"],
-        "decode_kv_bytes_per_step": step["kv_cache"],
-        "roofline_tokens_per_s": batch_size * bandwidth / step["total"],
-    }

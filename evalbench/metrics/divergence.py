@@ -26,21 +26,24 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-_ROWS_PER_CHUNK = 256  # bounds the extra [rows, vocab] tensor the tail computation needs
+from evalbench.metrics.chunked import row_chunks, rows_per_chunk
 
 
 def _tail(
     log_probs: torch.Tensor, top_ids: torch.Tensor, samples: int = 0, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row: log of the mass outside ``top_ids`` (exact, in log space) and ``samples`` tokens drawn from it."""
+    """Per row: log of the mass outside ``top_ids`` (exact, in log space) and ``samples`` tokens drawn from it.
+
+    A chunk of rows at a time (:func:`~evalbench.metrics.chunked.rows_per_chunk`): the float64
+    copy it masks, and the temporary ``logsumexp`` makes, are the chunk's scratch.
+    """
     masses, drawn = [], []
-    for start in range(0, log_probs.shape[0], _ROWS_PER_CHUNK):
-        rows = slice(start, start + _ROWS_PER_CHUNK)
-        masked = log_probs[rows].scatter(1, top_ids[rows].long(), float("-inf")).double()
+    for rows in row_chunks(log_probs.shape[0], rows_per_chunk(log_probs.shape[-1])):
+        masked = log_probs[rows].to(torch.float64, copy=True).scatter_(1, top_ids[rows].long(), float("-inf"))
         mass = torch.logsumexp(masked, dim=-1)
         masses.append(mass)
         if samples:
-            probs = (masked - mass[:, None]).exp()
+            probs = masked.sub_(mass[:, None]).exp_()
             probs[~torch.isfinite(mass)] = 1.0  # no tail: any draw, weighted by P_T = 0 later
             drawn.append(torch.multinomial(probs, samples, replacement=True, generator=generator).to(torch.int32))
     n = log_probs.shape[0]
@@ -157,8 +160,11 @@ def compare(log_probs: torch.Tensor, targets: torch.Tensor, reference: Reference
 
 def exact_kld(reference_log_probs: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
     """KL(reference || model) per row over the whole vocabulary: what the top-k form approximates."""
-    ref = reference_log_probs.double()
-    return (ref.exp() * (ref - log_probs.double())).sum(dim=-1)
+    kld = torch.empty(log_probs.shape[0], dtype=torch.float64)
+    for rows in row_chunks(log_probs.shape[0], rows_per_chunk(log_probs.shape[-1])):
+        ref = reference_log_probs[rows].double()
+        kld[rows] = (ref.exp() * (ref - log_probs[rows].double())).sum(dim=-1)
+    return kld
 
 
 @dataclass(frozen=True)

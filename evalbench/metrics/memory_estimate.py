@@ -4,7 +4,8 @@ The estimate is what a run holds at its peak: the FP32 model every backend start
 converts it in memory; llama.cpp and ONNX Runtime write their files from it), the copies made
 on the way (pruning rewrites every weight; a precision below 32 bits first casts the model to
 its 16-bit compute type), the weights at the precision, the KV cache of the timed generation
-and the logits of one scoring window.
+and the logits of one scoring window: the backend's own, in its dtype, plus the scratch of the one
+chunk of positions scoring turns into log-probabilities at a time (:mod:`evalbench.metrics.chunked`).
 A configuration whose estimate exceeds the available memory fails with one line, instead of
 being killed by the kernel's out-of-memory killer half-way through.
 """
@@ -19,6 +20,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from evalbench.errors import EvalbenchError
 from evalbench.metrics.bandwidth import kv_values_per_token
+from evalbench.metrics.chunked import scratch_bytes
 
 GIB = 2**30
 _MEMINFO = Path("/proc/meminfo")
@@ -68,16 +70,26 @@ def estimate(
     sequence_tokens: int,
     window: int,
     pruned: bool = False,
+    logits_bytes: int = 4,
 ) -> MemoryEstimate:
-    """The estimate for ``parameters`` at ``weight_bits``, ``batch_size`` sequences of ``sequence_tokens`` each."""
+    """The estimate for ``parameters`` at ``weight_bits``, ``batch_size`` sequences of ``sequence_tokens`` each.
+
+    ``logits_bytes``: bytes per value of a window's logits as the backend holds them
+    (:meth:`~evalbench.backends.base.BackendConfig.logits_bytes`).
+    """
     kv_per_token = kv_values_per_token(text_config) * 4  # float32, the widest cache
     return MemoryEstimate(
         fp32_model=4 * parameters,
         copies=(4 * parameters if pruned else 0) + (2 * parameters if weight_bits < 32 else 0),
         weights=parameters * weight_bits // 8,
         kv_cache=batch_size * sequence_tokens * kv_per_token,
-        logits=3 * window * text_config.vocab_size * 4,  # logits, their float copy and the log-softmax
+        logits=window_logits_bytes(window, text_config.vocab_size, logits_bytes),
     )
+
+
+def window_logits_bytes(window: int, vocab: int, logits_bytes: int = 4, budget: int | None = None) -> int:
+    """A scoring window's logits as the backend holds them, and the scratch of one chunk of them."""
+    return window * vocab * logits_bytes + scratch_bytes(window, vocab, budget)
 
 
 def _cgroup_free() -> int | None:

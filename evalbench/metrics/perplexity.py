@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from evalbench.errors import EvalbenchError
+from evalbench.metrics.chunked import log_softmax_chunks
 
 
 @dataclass(frozen=True)
@@ -115,20 +116,33 @@ def window_spans(n_tokens: int, context: int, stride: int) -> list[tuple[int, in
     return spans
 
 
-LogProbs = Callable[[torch.Tensor], torch.Tensor]  # window [n] -> next-token log-probs [n, vocab]
+# window [n] -> next-token logits [n, vocab], in the backend's dtype (log-probabilities are logits too)
+Logits = Callable[[torch.Tensor], torch.Tensor]
+
+
+def window_logits(
+    logits: Logits, scored: ScoredText, context: int, stride: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Per window: the next-token logits ``[m, vocab]`` of its ``m`` scored tokens, and those tokens.
+
+    ``logits`` is a backend's :meth:`~evalbench.backends.base.Backend.logits`.
+    """
+    for begin, end, first_scored in window_spans(scored.input_ids.numel(), context, stride):
+        rows = logits(scored.input_ids[begin:end])
+        predicting = slice(first_scored - begin - 1, end - begin - 1)  # row t predicts token t+1
+        yield rows[predicting], scored.input_ids[first_scored:end]
+        del rows  # not held while the backend computes the next window
 
 
 def window_log_probs(
-    log_probs: LogProbs, scored: ScoredText, context: int, stride: int
+    logits: Logits, scored: ScoredText, context: int, stride: int, budget: int | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Per window: next-token log-probabilities ``[m, vocab]`` (float32) and the ``m`` tokens they score.
-
-    ``log_probs`` is a backend's :meth:`~evalbench.backends.base.Backend.log_probs`.
-    """
-    for begin, end, first_scored in window_spans(scored.input_ids.numel(), context, stride):
-        rows = log_probs(scored.input_ids[begin:end])
-        predicting = slice(first_scored - begin - 1, end - begin - 1)  # row t predicts token t+1
-        yield rows[predicting], scored.input_ids[first_scored:end]
+    """Per chunk of a window's scored tokens (:mod:`~evalbench.metrics.chunked`, within ``budget`` bytes):
+    their next-token log-probabilities ``[c, vocab]`` (float32) and the ``c`` tokens."""
+    for rows, targets in window_logits(logits, scored, context, stride):
+        for part, log_probs in log_softmax_chunks(rows, budget):
+            yield log_probs, targets[part]
+        del rows  # not held while the backend computes the next window
 
 
 def target_nlls(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -136,15 +150,15 @@ def target_nlls(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return -log_probs.gather(1, targets[:, None])[:, 0].double()
 
 
-def token_nlls(log_probs: LogProbs, scored: ScoredText, context: int, stride: int) -> torch.Tensor:
+def token_nlls(logits: Logits, scored: ScoredText, context: int, stride: int) -> torch.Tensor:
     """Negative log-likelihood (nats, float64) of every scored token, in order."""
-    windows = window_log_probs(log_probs, scored, context, stride)
+    windows = window_log_probs(logits, scored, context, stride)
     return torch.cat([target_nlls(rows, targets) for rows, targets in windows])
 
 
-def perplexity(log_probs: LogProbs, scored: ScoredText, context: int, stride: int) -> PerplexityResult:
+def perplexity(logits: Logits, scored: ScoredText, context: int, stride: int) -> PerplexityResult:
     """Score ``scored`` and return token perplexity, bits per byte and word perplexity."""
-    return summarize(token_nlls(log_probs, scored, context, stride), scored, context, stride)
+    return summarize(token_nlls(logits, scored, context, stride), scored, context, stride)
 
 
 def summarize(nlls: torch.Tensor, scored: ScoredText, context: int, stride: int) -> PerplexityResult:

@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from evalbench.config import ModelConfig
 from evalbench.errors import EvalbenchError
 from evalbench.model.source import ModelSource, resolve_source
+from evalbench.progress import logged_step
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,6 @@ def _gguf_cache_dir(gguf_path: Path, cache_dir: Path) -> Path:
 def _convert_gguf(source: ModelSource, target: Path) -> None:
     """De-quantize a GGUF checkpoint to FP32 safetensors in ``target`` (written atomically)."""
     kwargs = {"gguf_file": source.gguf_file}
-    log.info("converting %s to FP32 (once; cached in %s)", source.gguf_path, target)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32, **kwargs)
@@ -78,7 +78,8 @@ def checkpoint_dir(cfg: ModelConfig, cache_dir: str | Path) -> tuple[str, ModelS
     target = _gguf_cache_dir(source.gguf_path, Path(cache_dir).expanduser())
     with FileLock(str(target) + ".lock"):
         if not (target / "config.json").is_file():
-            _convert_gguf(source, target)
+            with logged_step(log, f"converting {source.gguf_path} to FP32 (once; cached in {target})"):
+                _convert_gguf(source, target)
     return str(target), source
 
 

@@ -22,7 +22,7 @@ GGUF_TYPES = {
 
 @dataclass
 class GGUFType(Precision):
-    """A GGUF weight type, written by ``llama_model_quantize`` from the model's F32 GGUF."""
+    """A GGUF weight type, written by ``llama_model_quantize`` from the model's base GGUF (bf16, f16 or f32)."""
 
     backend = "llama_cpp"
     name: str = "f32"

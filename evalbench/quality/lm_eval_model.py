@@ -1,4 +1,4 @@
-"""lm-evaluation-harness's model interface over any evalbench backend: tasks score through ``log_probs``.
+"""lm-evaluation-harness's model interface over any evalbench backend: tasks score through ``logits``.
 
 The torch backend hands lm-eval its own ``HFLM`` instead; this adapter serves the others, so a
 task scores llama.cpp or ONNX Runtime models on the same token ids as Transformers would
@@ -13,10 +13,11 @@ import torch
 from lm_eval.api.model import TemplateLM
 
 from evalbench.errors import EvalbenchError
+from evalbench.metrics import chunked
 
 
 class BackendLM(TemplateLM):
-    """Log-likelihoods from :meth:`~evalbench.backends.base.Backend.log_probs`, one request at a time."""
+    """Log-likelihoods from :meth:`~evalbench.backends.base.Backend.logits`, one request at a time."""
 
     def __init__(self, backend: Any, tokenizer: Any, batch_size: int = 1, max_length: int = 2048) -> None:
         super().__init__()
@@ -32,7 +33,7 @@ class BackendLM(TemplateLM):
     def _continuation_log_prob(self, context: list[int], continuation: list[int]) -> tuple[float, bool]:
         """Summed log-probability of ``continuation`` after ``context``, and whether greedy decoding gives it."""
         window = torch.tensor((context + continuation)[-(self.max_length + 1) :][:-1], dtype=torch.long)
-        rows = self.backend.log_probs(window)[-len(continuation) :]
+        rows = chunked.log_softmax(self.backend.logits(window)[-len(continuation) :])  # the continuation's rows only
         targets = torch.tensor(continuation, dtype=torch.long)
         chosen = rows.gather(1, targets[:, None])[:, 0]
         return float(chosen.double().sum()), bool((rows.argmax(dim=-1) == targets).all())

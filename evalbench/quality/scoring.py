@@ -10,9 +10,10 @@ stored so that no other run computes them again.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +23,24 @@ from omegaconf import DictConfig, OmegaConf
 
 from evalbench.backends.base import Backend
 from evalbench.config import CONFIG_DIR
+from evalbench.metrics.chunked import log_softmax_chunks
 from evalbench.metrics.divergence import Reference, TokenComparison, compare, summarize
 from evalbench.metrics.perplexity import (
     Corpus,
-    LogProbs,
+    Logits,
     ScoredText,
     scored_text,
     target_nlls,
-    window_log_probs,
+    window_logits,
+    window_spans,
 )
 from evalbench.metrics.perplexity import summarize as summarize_perplexity
 from evalbench.precision.base import Precision
+from evalbench.progress import Progress, logged_step
 from evalbench.quality import cache
 from evalbench.quality.reference import ReferenceStore
+
+log = logging.getLogger(__name__)
 
 
 def reference_precision(name: str) -> Precision:
@@ -58,6 +64,7 @@ class ScoringPlan:
     same_as_reference: bool  # this run is the reference configuration: it builds the reference itself
     top_k: int
     tail_samples: int
+    budget: int | None = None  # bytes of a chunk's scratch (None: chunked.BUDGET_BYTES)
 
 
 def plan(
@@ -102,33 +109,66 @@ def reuse_cached(plan: ScoringPlan, results_dir: Path, record: dict[str, Any]) -
     return True
 
 
-def _score(
-    log_probs: LogProbs, plan: ScoringPlan, reference: Reference | None, build: bool
-) -> tuple[dict[str, Any], Reference | None]:
-    """One pass: perplexity, and the distribution metrics against ``reference`` (or the one built on the way)."""
-    nlls, comparisons, built, offset = [], [], [], 0
-    generator = torch.Generator().manual_seed(0)  # the tail samples: the same reference from the same model
-    for rows_log_probs, targets in window_log_probs(log_probs, plan.scored, plan.context, plan.stride):
-        nlls.append(target_nlls(rows_log_probs, targets))
+@dataclass
+class _Pass:
+    """What one scoring pass gathers, a chunk of positions at a time."""
+
+    plan: ScoringPlan
+    reference: Reference | None
+    build: bool
+    nlls: list[torch.Tensor] = field(default_factory=list)
+    comparisons: list[TokenComparison] = field(default_factory=list)
+    built: list[Reference] = field(default_factory=list)
+    offset: int = 0
+    # the tail samples: the same reference from the same model
+    generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
+
+    def add(self, log_probs: torch.Tensor, targets: torch.Tensor) -> None:
+        """Score the next ``targets`` under their float32 ``log_probs`` ``[c, vocab]``."""
+        self.nlls.append(target_nlls(log_probs, targets))
         rows = None
-        if build:
-            rows = Reference.from_log_probs(rows_log_probs, targets, plan.top_k, plan.tail_samples, generator)
-            built.append(rows)
-        elif reference is not None:
-            rows = reference.rows(offset, offset + targets.numel())
+        if self.build:
+            plan = self.plan
+            rows = Reference.from_log_probs(log_probs, targets, plan.top_k, plan.tail_samples, self.generator)
+            self.built.append(rows)
+        elif self.reference is not None:
+            rows = self.reference.rows(self.offset, self.offset + targets.numel())
         if rows is not None:
-            comparisons.append(compare(rows_log_probs, targets, rows))
-        offset += targets.numel()
-    result = summarize_perplexity(torch.cat(nlls), plan.scored, plan.context, plan.stride).to_record()
-    if comparisons:
-        result.update(summarize(TokenComparison.concat(comparisons)).to_record())
-    return result, Reference.concat(built) if built else None
+            self.comparisons.append(compare(log_probs, targets, rows))
+        self.offset += targets.numel()
+
+    def add_window(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Score a window's ``targets`` under their ``logits`` ``[m, vocab]``, a chunk of positions at a time."""
+        for part, log_probs in log_softmax_chunks(logits, self.plan.budget):
+            self.add(log_probs, targets[part])
 
 
-def _build_reference(plan: ScoringPlan, log_probs: LogProbs, run_id: str) -> dict[str, Any]:
+def _score(
+    logits: Logits, plan: ScoringPlan, reference: Reference | None, build: bool
+) -> tuple[dict[str, Any], Reference | None]:
+    """One pass: perplexity, and the distribution metrics against ``reference`` (or the one built on the way).
+
+    Each window's logits become log-probabilities a chunk of positions at a time
+    (:mod:`~evalbench.metrics.chunked`); its progress is logged (:class:`~evalbench.progress.Progress`).
+    """
+    scoring = _Pass(plan, reference, build)
+    spans = window_spans(plan.scored.input_ids.numel(), plan.context, plan.stride)
+    progress = Progress("scoring window", [end - begin for begin, end, _ in spans], log, unit="tokens")
+    for rows, targets in window_logits(logits, plan.scored, plan.context, plan.stride):
+        scoring.add_window(rows, targets)
+        del rows  # not held while the backend computes the next window
+        progress.step()
+    progress.finish()
+    result = summarize_perplexity(torch.cat(scoring.nlls), plan.scored, plan.context, plan.stride).to_record()
+    if scoring.comparisons:
+        result.update(summarize(TokenComparison.concat(scoring.comparisons)).to_record())
+    return result, Reference.concat(scoring.built) if scoring.built else None
+
+
+def _build_reference(plan: ScoringPlan, logits: Logits, run_id: str) -> dict[str, Any]:
     """Score at the reference precision and store the reference; its result too."""
     started = time.perf_counter()
-    result, reference = _score(log_probs, plan, None, build=True)
+    result, reference = _score(logits, plan, None, build=True)
     meta = {
         "computed_by": run_id,
         "precision": plan.reference.describe(),
@@ -151,6 +191,7 @@ def _reference_fields(plan: ScoringPlan, meta: dict[str, Any], computed_here: bo
         "reference_bytes": meta["bytes"],
         "kld_top_k": meta["top_k"],
         "kld_tail_samples": meta["tail_samples"],
+        "reference_time_s": meta["seconds"],  # the pass that built it, in the run that did
     }
 
 
@@ -165,30 +206,31 @@ def prepare_reference(plan: ScoringPlan, reference_backend: Callable[[Precision]
     with plan.store.lock():
         if plan.store.exists():
             return False
-        backend = reference_backend(plan.reference)
-        try:
-            _build_reference(plan, backend.log_probs, run_id)
-        finally:
-            backend.close()
+        with logged_step(log, f"building the stored reference at precision={plan.reference.name}"):
+            backend = reference_backend(plan.reference)
+            try:
+                _build_reference(plan, backend.logits, run_id)
+            finally:
+                backend.close()
         return True
 
 
 def score(
-    plan: ScoringPlan, log_probs: LogProbs, record: dict[str, Any], results_dir: Path, computed_here: bool = False
+    plan: ScoringPlan, logits: Logits, record: dict[str, Any], results_dir: Path, computed_here: bool = False
 ) -> None:
-    """Score through ``log_probs`` (a backend's) and put perplexity and distribution metrics into ``record``."""
+    """Score through ``logits`` (a backend's) and put perplexity and distribution metrics into ``record``."""
     started = time.perf_counter()
     if plan.store is None:
-        result, _ = _score(log_probs, plan, None, build=False)
+        result, _ = _score(logits, plan, None, build=False)
     elif plan.same_as_reference:
         with plan.store.lock():
             if plan.store.exists():
-                result, _ = _score(log_probs, plan, plan.store.load(), build=False)
+                result, _ = _score(logits, plan, plan.store.load(), build=False)
             else:
-                result = _build_reference(plan, log_probs, record["run_id"])
+                result = _build_reference(plan, logits, record["run_id"])
                 computed_here = True
     else:
-        result, _ = _score(log_probs, plan, plan.store.load(), build=False)
+        result, _ = _score(logits, plan, plan.store.load(), build=False)
     if plan.store is not None:
         result.update(_reference_fields(plan, plan.store.meta(), computed_here))
     record.update(result, perplexity_time_s=time.perf_counter() - started, perplexity_from_run=None)

@@ -14,6 +14,7 @@ import functools
 import importlib.metadata
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,8 @@ import yaml
 from omegaconf import DictConfig
 
 from evalbench.backends.base import Backend
-from evalbench.dataset.text import offline
-from evalbench.errors import one_line
+from evalbench.dataset.text import offline, read_utf8
+from evalbench.errors import EvalbenchError, one_line
 from evalbench.quality import cache
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,15 @@ class TaskError(Exception):
     """A task that cannot run; the message is the one-line error the record keeps."""
 
 
+def _check_utf8(name: str, files: Iterable[Path]) -> None:
+    """Refuse a task data file in another encoding now, naming it (lm-eval would fail inside, naming neither)."""
+    for path in files:
+        try:
+            read_utf8(path, f"quality.tasks: {name} data file")
+        except EvalbenchError as exc:
+            raise TaskError(str(exc)) from None
+
+
 def _resolve(name: str, data_dir: str | None) -> TaskSpec:
     config = local_task_config(name)
     if config is not None:
@@ -68,6 +78,7 @@ def _resolve(name: str, data_dir: str | None) -> TaskSpec:
             else {}
         )
         if files and all(path.is_file() for path in files.values()):
+            _check_utf8(name, files.values())
             config["dataset_kwargs"] = {**config["dataset_kwargs"], "data_files": {k: str(v) for k, v in files.items()}}
             source = "local:" + ",".join(str(path) for path in files.values())
             return TaskSpec(name, config, source, tuple(files.values()))
@@ -159,7 +170,7 @@ def run_tasks(
     precision: dict[str, Any],
 ) -> None:
     """Run each task on the backend's model (reusing earlier scores of the same configuration); add its columns."""
-    lm = None
+    lm, begun = None, time.perf_counter()
     for task in tasks:
         prefix = f"task.{task.name}"
         record.update({f"{prefix}.source": task.source, f"{prefix}.limit": quality.limit})
@@ -178,3 +189,5 @@ def run_tasks(
             continue
         record.update(columns, **{f"{prefix}.time_s": time.perf_counter() - started, f"{prefix}.from_run": None})
         cache.store(results_dir, key, {"columns": columns, "computed_by": record["run_id"]})
+    if tasks:
+        record["tasks_time_s"] = time.perf_counter() - begun  # all of them, reused ones included

@@ -29,6 +29,7 @@ FLASH_ATTN_TYPES = {
     "off": "LLAMA_FLASH_ATTN_TYPE_DISABLED",
 }
 CHECKED_TOKENS = 16  # token ids compared between the GGUF's vocabulary and the tokenizer
+LOAD_ERROR = "error loading model: "  # logged by llama_model_load before its reason
 BUFFER_LINE = re.compile(r"(\S+) model buffer size =\s*([\d.]+) MiB")  # logged by llama.cpp's load_tensors
 
 
@@ -154,9 +155,11 @@ class LlamaCppBackend(Backend):
         params = self.llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 0
         params.load_mode = getattr(self.llama_cpp, LOAD_MODES[self.config.load_mode])
-        model = self.llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        with captured_log() as lines:
+            model = self.llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if model is None:
-            raise EvalbenchError(f"llama.cpp could not load {path}")
+            errors = [line.split(LOAD_ERROR, 1)[1] for line in lines if LOAD_ERROR in line]
+            raise EvalbenchError(f"llama.cpp could not load {path}: {errors[-1] if errors else 'no reason logged'}")
         return model
 
     def _check_vocab(self, tokenizer: Any, source: Path) -> None:

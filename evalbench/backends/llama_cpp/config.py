@@ -29,8 +29,8 @@ def _check(ok: bool, message: str) -> None:
 class LlamaCppConfig(BackendConfig):
     """How llama.cpp loads and runs the GGUF file.
 
-    ``gguf_file`` names an F32 or F16 GGUF of the model's weights, for a Hugging Face
-    checkpoint whose architecture evalbench cannot write as GGUF itself (anything but Llama).
+    ``gguf_file`` names an F32, F16 or BF16 GGUF of the model's weights, for a Hugging Face
+    checkpoint that llama.cpp's ``convert_hf_to_gguf.py`` does not convert.
     """
 
     backend_class: ClassVar[str] = "evalbench.backends.llama_cpp.backend.LlamaCppBackend"
@@ -69,5 +69,5 @@ class LlamaCppConfig(BackendConfig):
         )
         _check(
             self.gguf_file is None or Path(self.gguf_file).expanduser().is_file(),
-            f"backend.gguf_file={self.gguf_file!r} is not a file; valid: null or the path of an F32 or F16 GGUF",
+            f"backend.gguf_file={self.gguf_file!r} is not a file; valid: null or the path of an F32, F16 or BF16 GGUF",
         )

@@ -1,10 +1,11 @@
-"""The GGUF files the llama.cpp backend runs: an F32 GGUF of the model, then llama.cpp's quantizer.
+"""The GGUF files the llama.cpp backend runs: a base GGUF of the model, then llama.cpp's quantizer.
 
-The F32 GGUF is made once per model (de-quantized from the model's GGUF, or written from a
-Hugging Face Llama checkpoint); every GGUF type is quantized from it by
-``llama_model_quantize``, so all types start from the same weights the torch backend loads.
-Files are cached under ``<cache_dir>/llama_cpp/<source>-<digest>/``, each written once behind
-a file lock and moved into place whole.
+The base GGUF is made once per model: by llama.cpp's own ``convert_hf_to_gguf.py`` (from the
+llama.cpp source ``make setup`` compiles) at the Hugging Face checkpoint's own precision (bf16,
+f16 or f32), or de-quantized to F32 from the model's GGUF. Every GGUF type is written from it by
+``llama_model_quantize``, so all types start from the weights the torch backend loads. Files are
+cached under ``<cache_dir>/llama_cpp/<source>-<digest>/``, each written once behind a file lock
+and moved into place whole.
 """
 
 from __future__ import annotations
@@ -15,9 +16,14 @@ import hashlib
 import json
 import logging
 import os
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +37,14 @@ from evalbench.model.source import resolve_source
 
 # A tensor to write: its GGUF name, numpy shape, and a function returning its float32 data.
 Tensor = tuple[str, tuple[int, ...], Callable[[], np.ndarray]]
-TOKEN_TYPES = {"normal": 1, "control": 3, "user_defined": 4, "unused": 5}  # gguf.TokenType values
 GGML_LOG_LEVEL_ERROR = 4  # ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
 _LOG_CALLBACKS: list[Any] = []
 _CAPTURES: list[list[str]] = []
 log = logging.getLogger(__name__)
 SKIPPED_FIELDS = {gguf.Keys.General.ARCHITECTURE, gguf.Keys.General.FILE_TYPE, gguf.Keys.General.ALIGNMENT}
+CONVERTER_ENV = "EVALBENCH_LLAMA_CPP_CONVERTER"  # a llama.cpp folder with convert_hf_to_gguf.py and gguf-py/
+HF_DTYPES = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}  # config.json dtype -> converter --outtype
+LOG_PREFIX = re.compile(r"^(?:DEBUG|INFO|WARNING|ERROR|CRITICAL):[\w.-]+:")  # logging's default format
 
 
 def _log_llama_cpp(level: int, text: bytes, _: Any) -> None:
@@ -138,158 +146,116 @@ def f32_from_gguf(source: Path, target: Path) -> None:
     _write_gguf(target, arch, _copy_metadata(reader), tensors)
 
 
-def _unsupported(model_dir: Path, what: str) -> EvalbenchError:
-    return EvalbenchError(
-        f"{model_dir} is {what}: llama_cpp can write a GGUF only for Llama-architecture HF checkpoints "
-        "(LlamaForCausalLM, byte-level BPE tokenizer.json); pass backend.gguf_file=<an F32 or F16 GGUF of the "
-        "same weights, e.g. made by llama.cpp's convert_hf_to_gguf.py>"
-    )
-
-
-def _llama_config(model_dir: Path) -> dict[str, Any]:
-    """The checkpoint's config.json, checked to describe a plain Llama model."""
-    path = model_dir / "config.json"
-    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    architectures = config.get("architectures") or []
-    if config.get("model_type") != "llama" or architectures != ["LlamaForCausalLM"]:
-        raise _unsupported(model_dir, f"{architectures or config.get('model_type') or 'not a HF checkpoint'}")
-    rope = config.get("rope_scaling") or config.get("rope_parameters") or {}
-    if rope.get("rope_type", "default") != "default":
-        raise _unsupported(model_dir, f"a Llama with rope_type={rope['rope_type']!r}")
-    return config
-
-
-def _llama_metadata(config: dict[str, Any], model_dir: Path) -> Callable[[gguf.GGUFWriter], None]:
-    """The llama hyper-parameters and tokenizer, as ``convert_hf_to_gguf.py`` writes them."""
-    n_head = config["num_attention_heads"]
-    head_dim = config.get("head_dim") or config["hidden_size"] // n_head
-    rope = config.get("rope_parameters") or {}
-
-    def add(writer: gguf.GGUFWriter) -> None:
-        writer.add_name(model_dir.name)
-        writer.add_context_length(config["max_position_embeddings"])
-        writer.add_embedding_length(config["hidden_size"])
-        writer.add_block_count(config["num_hidden_layers"])
-        writer.add_feed_forward_length(config["intermediate_size"])
-        writer.add_head_count(n_head)
-        writer.add_head_count_kv(config.get("num_key_value_heads") or n_head)
-        writer.add_rope_freq_base(float(config.get("rope_theta") or rope.get("rope_theta") or 10000.0))
-        writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
-        writer.add_vocab_size(config["vocab_size"])
-        writer.add_rope_dimension_count(head_dim)
-        writer.add_key_length(head_dim)
-        writer.add_value_length(head_dim)
-        _add_bpe_tokenizer(writer, model_dir, config["vocab_size"])
-
-    return add
-
-
-def _add_bpe_tokenizer(writer: gguf.GGUFWriter, model_dir: Path, vocab_size: int) -> None:
-    """tokenizer.json's byte-level BPE vocabulary as ``tokenizer.ggml.model = gpt2``, padded to ``vocab_size``."""
-    path = model_dir / "tokenizer.json"
-    spec = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    model = spec.get("model") or {}
-    if model.get("type") != "BPE" or model.get("byte_fallback"):
-        raise _unsupported(model_dir, "without a byte-level BPE tokenizer.json")
-    tokens: dict[int, tuple[str, int]] = {i: (t, TOKEN_TYPES["normal"]) for t, i in model["vocab"].items()}
-    for added in spec.get("added_tokens", []):
-        kind = "control" if added.get("special") else "user_defined"
-        tokens[added["id"]] = (added["content"], TOKEN_TYPES[kind])
-    if max(tokens) >= vocab_size:
-        raise EvalbenchError(f"{path} has token id {max(tokens)}, beyond the model's vocab_size {vocab_size}")
-    padded = [tokens.get(i, (f"[PAD{i}]", TOKEN_TYPES["unused"])) for i in range(vocab_size)]
-    pre = spec.get("pre_tokenizer") or {}
-    plain_byte_level = pre.get("type") == "ByteLevel" and pre.get("use_regex", True)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt-2" if plain_byte_level else "default")
-    writer.add_token_list([text for text, _ in padded])
-    writer.add_token_types([kind for _, kind in padded])
-    gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=vocab_size).add_to_gguf(writer, quiet=True)
-
-
-def _permute_rows(weights: np.ndarray, n_head: int) -> np.ndarray:
-    """Reorder q/k rows from HF's rotate-half RoPE layout to llama.cpp's interleaved one."""
-    return (
-        weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
-        .swapaxes(1, 2)
-        .reshape(weights.shape)
-    )
-
-
-def _hf_tensor(path: Path, name: str, permute_heads: int | None) -> np.ndarray:
-    from safetensors import safe_open
-
-    with safe_open(path, framework="pt") as handle:
-        data = handle.get_tensor(name).float().numpy()
-    return _permute_rows(data, permute_heads) if permute_heads else data
-
-
-def _llama_tensors(config: dict[str, Any], model_dir: Path) -> list[Tensor]:
-    """The checkpoint's tensors under their GGUF names (q/k permuted, the tied output left out)."""
-    from safetensors import safe_open
-
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config["num_hidden_layers"])
-    n_head = config["num_attention_heads"]
-    heads = {"q_proj": n_head, "k_proj": config.get("num_key_value_heads") or n_head}
-    tied = config.get("tie_word_embeddings", False)
-    tensors: list[Tensor] = []
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        raise _unsupported(model_dir, "without safetensors weights")
-    for path in files:
-        with safe_open(path, framework="pt") as handle:
-            keys = handle.keys()
-            names = [(n, tuple(handle.get_slice(n).get_shape())) for n in keys]
-        for name, shape in names:
-            if name.endswith("rotary_emb.inv_freq") or (tied and name == "lm_head.weight"):
-                continue
-            gguf_name = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
-            if gguf_name is None:
-                raise _unsupported(model_dir, f"a checkpoint with tensor {name!r}")
-            permute = next((h for proj, h in heads.items() if f".{proj}." in name), None)
-            tensors.append((gguf_name, shape, functools.partial(_hf_tensor, path, name, permute)))
-    return tensors
-
-
-def f32_from_hf_llama(model_dir: Path, target: Path) -> None:
-    """Write ``target``: an F32 GGUF of the Hugging Face Llama checkpoint in ``model_dir``."""
-    config = _llama_config(model_dir)
-    _write_gguf(target, "llama", _llama_metadata(config, model_dir), _llama_tensors(config, model_dir))
-
-
-def quantize(f32: Path, target: Path, ftype: str, threads: int) -> None:
-    """Write ``target`` from the F32 GGUF ``f32`` with ``llama_model_quantize`` (``ftype``: a llama_cpp constant)."""
+def quantize(base: Path, target: Path, ftype: str, threads: int) -> None:
+    """Write ``target`` from the base GGUF ``base`` with ``llama_model_quantize`` (``ftype``: a llama_cpp constant)."""
     llama_cpp = init_llama_cpp()
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, ftype)
     params.nthread = threads
     with _staging(target) as staging:
-        status = llama_cpp.llama_model_quantize(str(f32).encode(), str(staging).encode(), ctypes.byref(params))
+        status = llama_cpp.llama_model_quantize(str(base).encode(), str(staging).encode(), ctypes.byref(params))
         if status != 0:
-            raise EvalbenchError(f"llama_model_quantize could not write {ftype} from {f32} (returned {status})")
+            raise EvalbenchError(f"llama_model_quantize could not write {ftype} from {base} (returned {status})")
+
+
+def converter_dir() -> Path:
+    """The llama.cpp folder whose ``convert_hf_to_gguf.py`` runs: ``$EVALBENCH_LLAMA_CPP_CONVERTER``, else the
+    one ``make setup`` extracts from the llama-cpp-python source it compiles."""
+    version = init_llama_cpp().__version__
+    default = Path.home() / ".cache" / "evalbench" / f"llama.cpp-{version}"
+    folder = Path(os.environ.get(CONVERTER_ENV) or default).expanduser()
+    if not ((folder / "convert_hf_to_gguf.py").is_file() and (folder / "gguf-py" / "gguf").is_dir()):
+        raise EvalbenchError(
+            f"llama.cpp's converter is not in {folder} (convert_hf_to_gguf.py and gguf-py/): run `make setup`, "
+            f"which extracts it from the llama-cpp-python {version} source, or set {CONVERTER_ENV} to a llama.cpp "
+            "folder holding them"
+        )
+    return folder
+
+
+def converter_name(folder: Path) -> str:
+    """The converter in ``folder``, as recorded: the llama-cpp-python version it came with, or its path."""
+    version = folder / "VERSION"
+    origin = f"llama-cpp-python {version.read_text(encoding='utf-8').strip()}" if version.is_file() else str(folder)
+    return f"convert_hf_to_gguf.py ({origin})"
+
+
+def checkpoint_type(model_dir: Path) -> str:
+    """The GGUF type of the checkpoint's own precision (config.json's ``dtype``): bf16, f16, else f32."""
+    path = model_dir / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return HF_DTYPES.get(str(config.get("dtype") or config.get("torch_dtype")), "f32")
+
+
+def _reason(done: subprocess.CompletedProcess) -> str:
+    """The converter's own last word: its last error or exception line, without logging's prefix."""
+    if done.returncode < 0:
+        return f"it was killed by signal {-done.returncode}"
+    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    return LOG_PREFIX.sub("", lines[-1]) if lines else f"it exited with status {done.returncode} and no message"
+
+
+def gguf_from_hf(model_dir: Path, target: Path, outtype: str, folder: Path) -> None:
+    """Write ``target`` with llama.cpp's ``convert_hf_to_gguf.py`` in ``folder``, its own gguf-py first on the path."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(folder / "gguf-py"), os.environ.get("PYTHONPATH")])),
+    }
+    command = [sys.executable, str(folder / "convert_hf_to_gguf.py"), str(model_dir), "--outtype", outtype]
+    log.info(
+        "converting %s to %s GGUF with llama.cpp's convert_hf_to_gguf.py (once; cached as %s)",
+        model_dir,
+        outtype,
+        target,
+    )
+    with _staging(target) as staging:
+        done = subprocess.run(
+            [*command, "--outfile", str(staging)], env=env, capture_output=True, text=True, check=False
+        )
+        log.debug("convert_hf_to_gguf.py: %s", done.stderr)
+        if done.returncode != 0 or not staging.is_file():
+            raise EvalbenchError(
+                f"llama.cpp's convert_hf_to_gguf.py cannot convert {model_dir}: {_reason(done)}; "
+                "valid: a checkpoint it converts, or backend.gguf_file=<an F32, F16 or BF16 GGUF of the same weights>"
+            )
 
 
 def _identity(path: Path) -> str:
-    """Path, size and modification time of ``path``, or of a checkpoint directory's weights and configs."""
-    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in (".json", ".safetensors"))
+    """Path, size and modification time of ``path``, or of a checkpoint directory's files."""
+    files = (
+        [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    )
     return ";".join(f"{p.resolve()}|{p.stat().st_size}|{p.stat().st_mtime_ns}" for p in files)
 
 
-def _f32_source(model_cfg: Any, cache_dir: Path, gguf_file: str | None) -> tuple[Path, Callable[[Path, Path], None]]:
-    """Where the F32 GGUF comes from, and the function writing it: the model's GGUF, the backend's, or the HF dir."""
+@dataclass(frozen=True)
+class BaseGGUF:
+    """The GGUF every type is quantized from: its source, its type and how it is written."""
+
+    source: Path
+    type: str  # f32, f16 or bf16
+    converter: str
+    write: Callable[[Path, Path], None]  # (source, target)
+
+
+def _base(model_cfg: Any, cache_dir: Path, gguf_file: str | None) -> BaseGGUF:
+    """The base GGUF: de-quantized from the model's or the backend's GGUF, or converted from the HF checkpoint."""
     source = resolve_source(model_cfg)
+    dequantizer = f"evalbench f32_from_gguf (gguf {metadata.version('gguf')})"
     if source.gguf_file is not None:
         if source.gguf_path is None:
             raise EvalbenchError(f"model.gguf_file needs a local model.path; {source.location!r} is a hub id")
-        return source.gguf_path, f32_from_gguf
+        return BaseGGUF(source.gguf_path, "f32", dequantizer, f32_from_gguf)
     if gguf_file:
-        return Path(gguf_file).expanduser().resolve(), f32_from_gguf
+        return BaseGGUF(Path(gguf_file).expanduser().resolve(), "f32", dequantizer, f32_from_gguf)
     location = Path(checkpoint_dir(model_cfg, cache_dir)[0])
     if not location.is_dir():
         from huggingface_hub import snapshot_download
 
         location = Path(snapshot_download(str(location), revision=model_cfg.revision))
-    return location, f32_from_hf_llama
+    folder, outtype = converter_dir(), checkpoint_type(location)
+    write = functools.partial(gguf_from_hf, outtype=outtype, folder=folder)
+    return BaseGGUF(location, outtype, converter_name(folder), write)
 
 
 def _once(target: Path, make: Callable[[], None]) -> float:
@@ -309,17 +275,20 @@ def prepared_gguf(
     """The GGUF file of the model at ``precision`` (a :class:`GGUFType`), made on first use, and its record fields."""
     llama_cpp = init_llama_cpp()
     cache_dir = Path(cache_dir).expanduser()
-    source, write_f32 = _f32_source(model_cfg, cache_dir, gguf_file)
-    digest = hashlib.sha256(f"{_identity(source)}|{llama_cpp.__version__}".encode()).hexdigest()[:16]
-    folder = cache_dir / "llama_cpp" / f"{source.stem if source.is_file() else source.name}-{digest}"
-    f32 = folder / "f32.gguf"
-    seconds = _once(f32, lambda: write_f32(source, f32))
-    model_file = f32
-    if precision.name != "f32":
+    base = _base(model_cfg, cache_dir, gguf_file)
+    key = f"{_identity(base.source)}|{llama_cpp.__version__}|{base.converter}"
+    name = base.source.stem if base.source.is_file() else base.source.name
+    folder = cache_dir / "llama_cpp" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    base_file = folder / f"{base.type}.gguf"
+    seconds = _once(base_file, lambda: base.write(base.source, base_file))
+    model_file = base_file
+    if precision.name != base.type:
         model_file = folder / f"{precision.name}.gguf"
-        seconds += _once(model_file, lambda: quantize(f32, model_file, precision.ftype, threads))
+        seconds += _once(model_file, lambda: quantize(base_file, model_file, precision.ftype, threads))
     return model_file, {
-        "gguf_source": str(source),
+        "gguf_source": str(base.source),
+        "gguf_base_type": base.type,
+        "gguf_converter": base.converter,
         "gguf_type": precision.name,
         "model_file": str(model_file),
         "model_file_bytes": model_file.stat().st_size,

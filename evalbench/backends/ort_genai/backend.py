@@ -28,6 +28,7 @@ from evalbench.backends.base import Backend
 from evalbench.backends.ort_genai.config import OrtGenaiConfig
 from evalbench.backends.ort_genai.export import exported_model, versions
 from evalbench.errors import EvalbenchError
+from evalbench.metrics import chunked
 from evalbench.metrics.speed import GenerationTiming
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ class OrtGenaiBackend(Backend):
         )
         return self.og.Generator(self.model, params)
 
-    def log_probs(self, window: torch.Tensor) -> torch.Tensor:
+    def logits(self, window: torch.Tensor) -> torch.Tensor:
         n = len(window)
         generator = self._generator(1, n)
         generator.append_tokens(window.numpy().astype(np.int32)[None])
@@ -214,7 +215,10 @@ class OrtGenaiBackend(Backend):
                 f"the exported model returned logits of shape {list(logits.shape)} for {n} tokens, not "
                 f"[1, {n}, {self.n_vocab}]: it was not exported with the logits of every position"
             )
-        return torch.log_softmax(torch.from_numpy(np.asarray(logits[0], dtype=np.float32)), dim=-1)
+        return torch.from_numpy(np.asarray(logits[0], dtype=np.float32))
+
+    def log_probs(self, window: torch.Tensor) -> torch.Tensor:
+        return chunked.log_softmax(self.logits(window))
 
     def generate(self, prompts: torch.Tensor, new_tokens: int) -> GenerationTiming:
         rows, length = prompts.shape

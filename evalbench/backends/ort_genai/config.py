@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from evalbench.backends.base import BackendConfig
 from evalbench.errors import EvalbenchError
@@ -41,6 +41,10 @@ class OrtGenaiConfig(BackendConfig):
     name: ClassVar[str] = "ort_genai"
 
     builder_options: dict[str, str] | None = field(default_factory=dict)  # null: none
+
+    def logits_bytes(self, precision: Any) -> int:
+        """The float32 copy of the ``logits`` output (ONNX Runtime's own is freed with the generator)."""
+        return 4
 
     def __post_init__(self) -> None:
         self.builder_options = self.builder_options or {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -28,6 +29,7 @@ from filelock import FileLock
 
 from evalbench.errors import EvalbenchError
 from evalbench.model.loader import checkpoint_dir
+from evalbench.progress import logged_step
 
 BUILDER = "onnxruntime_genai.models.builder"
 RECORD = "evalbench_export.json"
@@ -35,6 +37,7 @@ LOG = "builder.log"
 FIXED_OPTIONS = {"prune_lm_head": "false"}  # logits for every position, not only the last
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+log = logging.getLogger(__name__)
 
 
 def source_dir(model_cfg: Any, cache_dir: Path) -> Path:
@@ -100,7 +103,9 @@ def _once(target: Path, make: Callable[[Path], None], record: dict[str, Any]) ->
             staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name}-"))
             try:
                 started = time.perf_counter()
-                make(staging / "model")
+                what = f"exporting {record['source']} at --precision {record['builder_precision']} (once; cached)"
+                with logged_step(log, what):
+                    make(staging / "model")
                 done = {**record, "convert_time_s": time.perf_counter() - started}
                 (staging / "model" / RECORD).write_text(json.dumps(done, indent=1), encoding="utf-8")
                 shutil.rmtree(target, ignore_errors=True)  # an incomplete folder left by hand

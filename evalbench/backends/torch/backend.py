@@ -6,6 +6,7 @@ Generation is eager, or compiled with ``torch.compile`` over a static KV cache (
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,21 +18,34 @@ from evalbench.backends.base import Backend
 from evalbench.backends.torch import compile as compiled
 from evalbench.backends.torch.config import TorchConfig
 from evalbench.errors import EvalbenchError
+from evalbench.metrics import chunked
 from evalbench.metrics.bandwidth import bytes_per_decode_step
 from evalbench.metrics.memory import weight_bytes
 from evalbench.metrics.speed import GenerationTiming, time_generation
 from evalbench.model.loader import load_model
+from evalbench.progress import logged_step
+
+log = logging.getLogger(__name__)
+
+
+def forward_logits(model: torch.nn.Module, window: torch.Tensor) -> torch.Tensor:
+    """Next-token logits ``[n, vocab]`` (the model's dtype) at each position of ``window``, in one forward pass."""
+    with torch.inference_mode():
+        return model(input_ids=window.unsqueeze(0), use_cache=False).logits[0]
 
 
 def forward_log_probs(model: torch.nn.Module, window: torch.Tensor) -> torch.Tensor:
     """Next-token log-probabilities ``[n, vocab]`` (float32) at each position of ``window``, in one forward pass."""
-    with torch.inference_mode():
-        logits = model(input_ids=window.unsqueeze(0), use_cache=False).logits[0].float()
-    return torch.log_softmax(logits, dim=-1)
+    return chunked.log_softmax(forward_logits(model, window))
+
+
+def model_logits(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``model`` as the scoring function the perplexity and divergence code takes."""
+    return functools.partial(forward_logits, model)
 
 
 def model_log_probs(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``model`` as the scoring function the perplexity and divergence code takes."""
+    """``model``'s float32 log-probabilities per window (logits too, to the scoring code)."""
     return functools.partial(forward_log_probs, model)
 
 
@@ -53,9 +67,11 @@ class TorchBackend(Backend):
         started = time.perf_counter()
         model, _, _ = load_model(self.model_cfg, self.cache_dir, read_into_memory=self.config.load_mode == "read")
         loaded = time.perf_counter()
-        pruned = self.pruning.apply(model)
+        with logged_step(log, f"pruning ({self.pruning.method})", self.pruning.enabled):
+            pruned = self.pruning.apply(model)
         parameters = sum(p.numel() for p in model.parameters())
-        self.model = self.precision.apply(model)
+        with logged_step(log, f"converting to {self.precision.name}", self.precision.weight_bits < 32):
+            self.model = self.precision.apply(model)
         return {
             "load_time_s": loaded - started,
             "convert_time_s": time.perf_counter() - loaded,
@@ -69,6 +85,9 @@ class TorchBackend(Backend):
         if actual != threads:
             raise EvalbenchError(f"threads={threads} could not be set: torch.get_num_threads() reports {actual}")
         return {"torch_num_threads": actual}
+
+    def logits(self, window: torch.Tensor) -> torch.Tensor:
+        return forward_logits(self.model, window)
 
     def log_probs(self, window: torch.Tensor) -> torch.Tensor:
         return forward_log_probs(self.model, window)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from evalbench.backends.base import BackendConfig
 from evalbench.errors import EvalbenchError
@@ -31,6 +31,10 @@ class TorchConfig(BackendConfig):
     compile_mode: str = "default"
     freezing: bool = False  # Inductor folds the weights into the graph as constants (no on-disk graph cache then)
     load_mode: str = "mmap"
+
+    def logits_bytes(self, precision: Any) -> int:
+        """The model's logits, in its compute dtype: bfloat16 below 32-bit weights, but int8_dynamic's float32."""
+        return 2 if precision.weight_bits < 32 and not precision.activations_quantized else 4
 
     def __post_init__(self) -> None:
         if self.compile_mode not in COMPILE_MODES:
