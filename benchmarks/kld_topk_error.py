@@ -25,7 +25,7 @@ from evalbench.dataset.text import load_text
 from evalbench.environment import fingerprint
 from evalbench.metrics.divergence import Reference, compare, exact_kld
 from evalbench.metrics.perplexity import scored_text, tokenize, window_log_probs
-from evalbench.model.loader import load_model
+from evalbench.model.loader import load_model, load_tokenizer
 from evalbench.precision.bf16 import BF16
 from evalbench.precision.int4 import Int4WeightOnly
 from evalbench.precision.int8 import Int8WeightOnly
@@ -55,7 +55,8 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    reference_model, tokenizer, _ = load_model(SAMPLE_MODEL, "~/.cache/evalbench")
+    reference_model = load_model(SAMPLE_MODEL, "~/.cache/evalbench")
+    tokenizer, _ = load_tokenizer(SAMPLE_MODEL, "~/.cache/evalbench")
     scored = scored_text(
         tokenize(load_text(DatasetConfig(data_dir=os.environ.get("EVALBENCH_DATA_DIR"))).text, tokenizer),
         args.max_tokens,

@@ -18,19 +18,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pandas as pd
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import evalbench
 from evalbench.analysis.objectives import with_objectives
-from evalbench.backends.llama_cpp.config import LlamaCppConfig
-from evalbench.backends.ort_genai.config import OrtGenaiConfig
-from evalbench.backends.torch.config import TorchConfig
 from evalbench.config import CONFIG_DIR
-from evalbench.metrics.memory_estimate import count_parameters, estimate
-from evalbench.model.loader import load_tokenizer
+from evalbench.configuration import Configuration
+from evalbench.metrics.memory_estimate import ModelShape, Workload
+from evalbench.model.loader import checkpoint_dtype, load_config
 
 COMMON = [
     "threads=2",
@@ -47,7 +45,6 @@ SWEEPS = {
     "llama_cpp": ["precision=q8_0", "backend.kv_cache_type=f16,q8_0,q4_0", "backend.load_mode=mmap,read"],
     "affinity": ["precision=int8", "affinity=cores"],
 }
-BACKENDS = {"torch": TorchConfig, "llama_cpp": LlamaCppConfig, "ort_genai": OrtGenaiConfig}
 COLUMNS = [
     "configuration", "decode_tokens_per_s", "decode_tokens_per_s_ci_low", "decode_tokens_per_s_ci_high",
     "ppl_ratio", "kld_mean", "compile_time_s", "load_time_s", "load_peak_rss_bytes", "peak_rss_bytes",
@@ -62,20 +59,34 @@ def measure(results_dir: str) -> None:
         subprocess.run(command, check=False)
 
 
+def _group(run: pd.Series, group: str) -> dict:
+    """The run's recorded ``config.<group>`` node, unflattened."""
+    prefix = f"config.{group}."
+    node: dict = {}
+    for column, value in run.items():
+        if column.startswith(prefix) and not (isinstance(value, float) and pd.isna(value)):
+            *parents, leaf = column[len(prefix) :].split(".")
+            target = node
+            for parent in parents:
+                target = target.setdefault(parent, {})
+            target[leaf] = value
+    return node
+
+
 def estimates_now(runs: pd.DataFrame) -> pd.Series:
-    """Each run's memory estimate by the code as it is now (records keep the estimate of the code that ran)."""
-    model_cfg = OmegaConf.load(CONFIG_DIR / "model" / "smollm2-135m.yaml")
-    tokenizer, _ = load_tokenizer(
-        model_cfg, Path(os.environ.get("EVALBENCH_CACHE_DIR", "~/.cache/evalbench")).expanduser()
-    )
-    parameters, text_config = count_parameters(tokenizer.name_or_path)
+    """Each run's memory estimate by the code as it is now (records keep the estimate of the code that ran), with
+    what its process held before loading as recorded (0 for records older than that field)."""
+    cache_dir = Path(os.environ.get("EVALBENCH_CACHE_DIR", "~/.cache/evalbench")).expanduser()
+    config = load_config(OmegaConf.load(CONFIG_DIR / "model" / "smollm2-135m.yaml"), cache_dir)
+    shape = ModelShape.of(config, checkpoint_dtype(config), gguf_source=True)
 
     def now(run: pd.Series) -> float:
-        sequence, pruned = int(run.prompt_tokens + run.new_tokens), run.pruning_method not in ("none", None)
-        bits, batch, window = int(run.weight_bits), int(run.batch_size), int(run.ppl_context)
-        precision = SimpleNamespace(weight_bits=bits, activations_quantized=bool(run.activations_quantized))
-        logits_bytes = BACKENDS[run.backend]().logits_bytes(precision)
-        return estimate(parameters, text_config, bits, batch, sequence, window, pruned, logits_bytes).total
+        configuration = Configuration(
+            *(instantiate(_group(run, group)) for group in ("backend", "precision", "pruning"))
+        )
+        workload = Workload(int(run.batch_size), int(run.prompt_tokens + run.new_tokens), int(run.ppl_context))
+        process = run.get("memory_estimate_parts.process", 0)
+        return configuration.memory_needed(shape, workload).total + (0 if pd.isna(process) else process)
 
     return runs.apply(now, axis=1)
 

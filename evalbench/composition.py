@@ -12,7 +12,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
-from evalbench.errors import EvalbenchError, one_line
+from evalbench.errors import EvalbenchError, innermost_evalbench_error, one_line
 
 
 def _parsed(overrides: Sequence[str]) -> Iterator[Override]:
@@ -107,9 +107,7 @@ def _required_by_resolver(node: DictConfig | ListConfig, key: Any) -> str | None
     try:
         node[key]
     except InterpolationResolutionError as exc:
-        cause: BaseException | None = exc
-        while cause is not None and not isinstance(cause, EvalbenchError):
-            cause = cause.__cause__ or cause.__context__
+        cause = innermost_evalbench_error(exc)
         return str(cause) if cause is not None else None
     return None
 

@@ -60,7 +60,8 @@ class PerplexityConfig:
 class QualityConfig:
     """Distribution distance from a reference precision, and lm-eval tasks (``evalbench/quality``)."""
 
-    reference: str | None = "fp32"  # a precision name (conf/precision/<name>.yaml); null: no distribution metrics
+    # a precision of any backend (conf/precision/<name>.yaml), auto (the model's own), or null (no distribution metrics)
+    reference: str | None = "auto"
     top_k: int = 64  # log-probabilities the reference keeps per scored token, besides the tail mass
     tail_samples: int = 32  # tokens drawn from the reference's tail per scored token (0: KLD is a lower bound)
     tasks: list[str] = field(default_factory=list)  # lm-eval task names, e.g. [lambada_openai]
@@ -201,11 +202,6 @@ def precision_backends() -> dict[str, str]:
     }
 
 
-def torch_precisions() -> list[str]:
-    """The precisions the stored quality reference can be computed at (the torch backend's)."""
-    return [name for name, backend in precision_backends().items() if backend == "torch"]
-
-
 def _required(key: str, example: str, needed_by: str = "this launcher") -> None:
     """``${evalbench_required:key,example[,needed_by]}``: a value with no safe default, refused until given.
 
@@ -260,10 +256,11 @@ def validate(cfg: Any) -> None:
         f"perplexity.stride={ppl.stride} is invalid; valid: null or 1..perplexity.context ({ppl.context})",
     )
     quality = cfg.quality
-    precisions = torch_precisions()
+    precisions = list(precision_backends())
     _check(
-        quality.reference is None or quality.reference in precisions,
-        f"quality.reference={quality.reference} is invalid; valid: null or one of {precisions} (backend=torch)",
+        quality.reference in (None, "auto", *precisions),
+        f"quality.reference={quality.reference} is invalid; valid: auto (the model's own precision), null, "
+        f"or a precision of any backend: {', '.join(precisions)}",
     )
     _check(quality.top_k >= 1, f"quality.top_k={quality.top_k} is invalid; valid: an integer >= 1")
     _check(quality.tail_samples >= 0, f"quality.tail_samples={quality.tail_samples} is invalid; valid: an integer >= 0")

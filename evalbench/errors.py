@@ -1,5 +1,7 @@
 """Errors evalbench reports to the user as one line, without a traceback."""
 
+from __future__ import annotations
+
 import re
 
 
@@ -19,3 +21,11 @@ def one_line(exc: BaseException) -> str:
     text = re.sub(r":\s*\n\t", ": ", text)  # "Available options in 'precision':\n\tbf16"
     text = re.sub(r"\n\t", ", ", text)
     return re.sub(r"\s*\n\s*", "; ", text)
+
+
+def innermost_evalbench_error(exc: BaseException) -> EvalbenchError | None:
+    """The evalbench check's own error a chain of wrapping errors (Hydra's, OmegaConf's) carries, if any."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, EvalbenchError):
+        cause = cause.__cause__ or cause.__context__
+    return cause

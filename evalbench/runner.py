@@ -15,21 +15,18 @@ import re
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate, to_absolute_path
+from hydra.utils import get_class, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from evalbench.affinity import bound, core_cpus
-from evalbench.backends.base import Backend, BackendConfig
-from evalbench.backends.torch.config import TorchConfig
+from evalbench.affinity import bound
+from evalbench.backends.base import Backend
 from evalbench.composition import check_composed, select_value
-from evalbench.config import precision_backends, validate
+from evalbench.configuration import Configuration, check_configuration, named_configuration, reference_name
 from evalbench.dataset.text import load_text
 from evalbench.environment import fingerprint
 from evalbench.errors import EvalbenchError, one_line
@@ -37,14 +34,13 @@ from evalbench.isolation import measure_in_child
 from evalbench.metrics.bandwidth import read_bandwidth
 from evalbench.metrics.machine_probe import ProbeReference, ProbeSettings, probe_seconds, timed_with_probe
 from evalbench.metrics.memory import peak_rss_bytes, release_freed_memory, reset_peak_rss
-from evalbench.metrics.memory_estimate import available_bytes, check_fits, count_parameters, estimate
+from evalbench.metrics.memory_estimate import ModelShape, Workload, available_bytes, check_fits, with_process
 from evalbench.metrics.perplexity import Corpus, tokenize
 from evalbench.metrics.speed import measure_speed, prompt_batch
 from evalbench.metrics.timing_lock import timed_alone
 from evalbench.model import reuse
-from evalbench.model.loader import load_tokenizer
+from evalbench.model.loader import checkpoint_dtype, load_config, load_tokenizer
 from evalbench.model.source import ModelSource, resolve_source
-from evalbench.precision.base import Precision
 from evalbench.progress import logged_step
 from evalbench.pruning.base import Pruning
 from evalbench.pruning.calibration import calibration_ids
@@ -94,71 +90,6 @@ def new_record(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class Configuration:
-    """A configuration's backend settings and precision, instantiated and checked before anything loads."""
-
-    backend: BackendConfig
-    precision: Precision
-    pruning: Pruning
-
-    def describe(self) -> dict[str, Any]:
-        """Record fields naming it; equal descriptions measure the same model."""
-        return {
-            **self.precision.describe(),
-            "backend": self.backend.name,
-            **self.backend.describe(),
-            **self.pruning.describe(),
-        }
-
-
-def _instantiate(group: str, node: DictConfig) -> Any:
-    try:
-        return instantiate(node)
-    except InstantiationException as exc:
-        cause = exc.__cause__
-        if isinstance(cause, EvalbenchError):
-            raise cause from None
-        raise EvalbenchError(f"{group} config is invalid: {cause or exc}") from exc
-
-
-def check_configuration(cfg: DictConfig) -> Configuration:
-    """Validate ``cfg`` and instantiate its backend and precision; raise one line on anything invalid."""
-    validate(cfg)
-    backend: BackendConfig = _instantiate("backend", cfg.backend)
-    precision: Precision = _instantiate("precision", cfg.precision)
-    if precision.backend != backend.name:
-        valid = [name for name, owner in precision_backends().items() if owner == backend.name]
-        raise EvalbenchError(
-            f"precision={precision.name} is a {precision.backend} precision, not a {backend.name} one; "
-            f"valid for {backend.name}: {', '.join(valid)}"
-        )
-    precision.check_supported()
-    pruning: Pruning = _instantiate("pruning", cfg.pruning)
-    _check_levers(cfg, backend, pruning)
-    return Configuration(backend, precision, pruning)
-
-
-def _check_levers(cfg: DictConfig, backend: BackendConfig, pruning: Pruning) -> None:
-    """Refuse a lever the backend does not have, naming the backends that do."""
-    if pruning.enabled and not backend.prunable:
-        raise EvalbenchError(
-            f"pruning={pruning.method} applies to the weights backend=torch loads, not backend={backend.name}; "
-            "valid: pruning=none, or backend=torch"
-        )
-    if not cfg.speed.kv_cache and not backend.kv_cache_optional:
-        raise EvalbenchError(
-            f"speed.kv_cache=false is not offered by backend={backend.name} (it always caches); valid: "
-            "speed.kv_cache=true, or backend=torch"
-        )
-    if not cfg.speed.kv_cache and getattr(backend, "compile", False):
-        raise EvalbenchError(
-            "backend.compile=true compiles the decode step over a static KV cache; valid: speed.kv_cache=true"
-        )
-    if cfg.affinity == "cores":
-        core_cpus(cfg.threads)  # raises when the machine has fewer physical cores
-
-
 def _cache_dir(cfg: DictConfig) -> Path:
     return Path(to_absolute_path(str(Path(cfg.cache_dir).expanduser())))
 
@@ -192,21 +123,25 @@ def _calibrate_pruning(pruning: Pruning, text: str, corpus: Corpus, tokenizer: A
 
 
 def _plan_scoring(
-    cfg: DictConfig, record: dict[str, Any], results_dir: Path, corpus: Corpus, location: str, config: dict[str, Any]
-) -> scoring.ScoringPlan | None:
+    cfg: DictConfig, record: dict[str, Any], results_dir: Path, corpus: Corpus, location: str,
+    config: dict[str, Any], reference: Configuration | None,
+) -> scoring.ScoringPlan | None:  # fmt: skip
     """What this run scores; None when it scores nothing (disabled, or reused from an earlier run)."""
     if not cfg.perplexity.enabled:
         return None
     record.update(ppl_context=cfg.perplexity.context, ppl_max_tokens=cfg.perplexity.max_tokens or None)
-    plan = scoring.plan(cfg, results_dir, corpus, location, config)
+    if reference is not None:
+        record.update(reference_configuration=reference.label, reference_is_this_run=reference.describe() == config)
+    plan = scoring.plan(cfg, results_dir, corpus, location, config, reference)
     record["ppl_stride"] = plan.stride
     return None if scoring.reuse_cached(plan, results_dir, record) else plan
 
 
-def _reference_backend(cfg: DictConfig, precision: Precision, tokenizer: Any) -> Backend:
-    """The torch backend at the reference precision, loaded: it builds the stored reference."""
-    backend = TorchConfig().build(precision, cfg.model, _cache_dir(cfg))
+def _reference_backend(cfg: DictConfig, reference: Configuration, tokenizer: Any) -> Backend:
+    """The reference configuration's backend, loaded with this run's threads: it builds the stored reference."""
+    backend = reference.backend.build(reference.precision, cfg.model, _cache_dir(cfg))
     backend.load(tokenizer)
+    backend.set_threads(cfg.threads)
     return backend
 
 
@@ -235,18 +170,49 @@ def _load_backend(cfg: DictConfig, configuration: Configuration, tokenizer: Any,
     return kept.backend
 
 
-def _check_memory(cfg: DictConfig, configuration: Configuration, tokenizer: Any, record: dict[str, Any]) -> None:
-    """Record the configuration's estimated peak memory; refuse it (one line) when it exceeds what is available."""
-    parameters, text_config = count_parameters(tokenizer.name_or_path, cfg.model.trust_remote_code)
+def _model_shape(cfg: DictConfig) -> ModelShape:
+    """The model's size and shape, from its config alone."""
+    config = load_config(cfg.model, _cache_dir(cfg))
+    gguf_source = resolve_source(cfg.model).gguf_file is not None
+    return ModelShape.of(config, checkpoint_dtype(config), gguf_source, cfg.model.trust_remote_code)
+
+
+def _workload(cfg: DictConfig) -> Workload:
     sequence = cfg.speed.prompt_tokens + cfg.speed.new_tokens if cfg.speed.enabled else 0
-    window = cfg.perplexity.context if cfg.perplexity.enabled else 0
-    bits, pruned = configuration.precision.weight_bits, configuration.pruning.enabled
-    logits_bytes = configuration.backend.logits_bytes(configuration.precision)
-    needed = estimate(parameters, text_config, bits, cfg.batch_size, sequence, window, pruned, logits_bytes)
-    available = available_bytes()
-    record.update(memory_estimate_bytes=needed.total, memory_available_bytes=available)
+    return Workload(cfg.batch_size, sequence, cfg.perplexity.context if cfg.perplexity.enabled else 0)
+
+
+def _reference(cfg: DictConfig, shape: ModelShape, available: int) -> Configuration | None:
+    """The reference configuration (``quality.reference``; ``auto``: the model's own precision), or None."""
+    if cfg.quality.reference is None:
+        return None
+
+    def fits(name: str) -> bool:
+        return with_process(named_configuration(name).memory_needed(shape, _workload(cfg))).total <= available
+
+    return named_configuration(reference_name(cfg.quality.reference, cfg.model, _cache_dir(cfg), fits))
+
+
+def _check_memory(
+    cfg: DictConfig, configuration: Configuration, shape: ModelShape, reference: Configuration | None,
+    record: dict[str, Any], available: int,
+) -> None:  # fmt: skip
+    """Record the configuration's estimated peak memory (and the reference's, built first when missing); refuse
+    either, in one line naming the runtime's figure, when it exceeds what is available."""
+    needed = with_process(configuration.memory_needed(shape, _workload(cfg)))
+    record.update(needed.to_record(), memory_available_bytes=available, memory_estimate_runtime=needed.runtime)
+    if reference is not None:
+        reference_needed = with_process(reference.memory_needed(shape, _workload(cfg)))
+        record.update(reference_needed.to_record("reference_memory_estimate"))
     if cfg.memory_check:
         check_fits(needed, available)
+
+
+def _check_reference_memory(cfg: DictConfig, reference: Configuration, shape: ModelShape, available: int) -> None:
+    """Refuse, before loading it, a reference that does not fit."""
+    if cfg.memory_check:
+        needed = with_process(reference.memory_needed(shape, _workload(cfg)))
+        check_fits(needed, available, f"the reference {reference.label} (quality.reference={cfg.quality.reference})")
 
 
 def _measure(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None:
@@ -269,11 +235,16 @@ def _measure_configuration(
     tokenizer, source, corpus, text = _read_tokens(cfg, record)
     _calibrate_pruning(configuration.pruning, text, corpus, tokenizer, record)
     prompts = prompt_batch(corpus.ids, cfg.batch_size, cfg.speed.prompt_tokens) if cfg.speed.enabled else None
-    plan = _plan_scoring(cfg, record, results_dir, corpus, source.location, configuration.describe())
-    _check_memory(cfg, configuration, tokenizer, record)
-    computed_reference = plan is not None and scoring.prepare_reference(
-        plan, lambda precision: _reference_backend(cfg, precision, tokenizer), record["run_id"]
-    )
+    shape, available = _model_shape(cfg), available_bytes()
+    reference = _reference(cfg, shape, available) if cfg.perplexity.enabled else None
+    plan = _plan_scoring(cfg, record, results_dir, corpus, source.location, configuration.describe(), reference)
+    _check_memory(cfg, configuration, shape, reference, record, available)
+
+    def reference_backend(reference: Configuration) -> Backend:
+        _check_reference_memory(cfg, reference, shape, available)
+        return _reference_backend(cfg, reference, tokenizer)
+
+    computed_reference = plan is not None and scoring.prepare_reference(plan, reference_backend, record["run_id"])
     backend = _load_backend(cfg, configuration, tokenizer, record)
     record.update(backend.set_threads(cfg.threads))
     if prompts is not None:  # compiles, if asked: a precision that cannot fails before anything is scored

@@ -20,6 +20,7 @@ from evalbench.precision.fp32 import FP32
 from evalbench.precision.int4 import Int4WeightOnly
 from evalbench.precision.int8 import Int8WeightOnly
 from evalbench.precision.int8_dynamic import Int8Dynamic
+from evalbench.pruning.base import Pruning
 from evalbench.quality import scoring
 
 VOCAB = 6000
@@ -122,11 +123,12 @@ def test_no_step_holds_more_than_one_chunk_of_the_window(monkeypatch):
 def test_the_memory_estimate_counts_the_backends_logits_and_one_chunk():
     config = LlamaConfig(vocab_size=262_144, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
                          num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
-    needed = memory_estimate.estimate(10**6, config, 16, 1, 0, window=2048, logits_bytes=2)
-    assert needed.logits == 2048 * 262_144 * 2 + 51 * 262_144 * chunked.SCRATCH_BYTES_PER_VALUE
-    assert needed.logits < 1.3 * 2**30  # three float32 copies of the window were 6 GiB
-    short = memory_estimate.estimate(10**6, config, 16, 1, 0, window=8, logits_bytes=4)
-    assert short.logits == 8 * 262_144 * (4 + chunked.SCRATCH_BYTES_PER_VALUE)  # a window shorter than a chunk
+    shape = memory_estimate.ModelShape.of(config, torch.bfloat16, gguf_source=False)
+    needed = TorchConfig().memory_needed(BF16(), shape, memory_estimate.Workload(1, 0, 2048), Pruning())
+    assert needed.parts["logits"] == 2048 * 262_144 * 2 + 51 * 262_144 * chunked.SCRATCH_BYTES_PER_VALUE
+    assert needed.parts["logits"] < 1.3 * 2**30  # three float32 copies of the window were 6 GiB
+    short = TorchConfig().memory_needed(FP32(), shape, memory_estimate.Workload(1, 0, 8), Pruning())
+    assert short.parts["logits"] == 8 * 262_144 * (4 + chunked.SCRATCH_BYTES_PER_VALUE)  # shorter than a chunk
 
 
 def test_each_backend_says_how_it_holds_a_windows_logits(tiny_model):

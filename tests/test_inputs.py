@@ -7,11 +7,11 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from evalbench.config import DatasetConfig, EvalbenchConfig, ModelConfig, validate
+from evalbench.config import CONFIG_DIR, DatasetConfig, EvalbenchConfig, ModelConfig, validate
 from evalbench.dataset.text import load_text
 from evalbench.errors import EvalbenchError
 from evalbench.isolation import measure_in_child
-from evalbench.model.loader import load_model
+from evalbench.model.loader import load_config, load_model, load_tokenizer
 from evalbench.model.source import resolve_source
 
 
@@ -106,7 +106,7 @@ def test_offline_without_local_data(monkeypatch):
         ("speed.new_tokens", 1, "speed.new_tokens=1 is invalid; valid: an integer >= 2"),
         ("speed.max_cv", -0.1, "speed.max_cv=-0.1 is invalid; valid: a number >= 0"),
         ("speed.max_time_s", -1.0, "speed.max_time_s=-1.0 is invalid; valid: a number >= 0"),
-        ("quality.reference", "fp16", r"quality.reference=fp16 is invalid; valid: null or one of \['bf16', 'fp32'"),
+        ("quality.reference", "fp16", r"quality.reference=fp16 is invalid; valid: auto \(the model's own"),
         ("quality.top_k", 0, "quality.top_k=0 is invalid; valid: an integer >= 1"),
         ("quality.tail_samples", -1, "quality.tail_samples=-1 is invalid; valid: an integer >= 0"),
         ("quality.limit", 0, r"quality.limit=0 is invalid; valid: null \(every example\) or an integer >= 1"),
@@ -199,3 +199,20 @@ def test_an_override_given_twice_is_read_as_hydra_reads_it(overrides, expected):
     from evalbench.composition import override_value
 
     assert override_value(overrides, "results_dir", "default") == expected
+
+
+def test_a_gguf_sources_tokenizer_and_config_come_without_an_fp32_copy(tmp_path):
+    """The tokens every backend is fed, and the model's shape, read from the GGUF's metadata: the FP32
+    de-quantized checkpoint (torch's and the ONNX builder's) is not written for them."""
+    from transformers import AutoTokenizer
+
+    sample = OmegaConf.load(CONFIG_DIR / "model" / "smollm2-135m.yaml")
+    tokenizer, source = load_tokenizer(sample, tmp_path / "cache")
+    config = load_config(sample, tmp_path / "cache")
+    written = sorted(p.name for p in (tmp_path / "cache" / "converted").iterdir() if p.suffix != ".lock")
+    assert len(written) == 1 and written[0].endswith("-metadata")
+    assert not list((tmp_path / "cache" / "converted" / written[0]).glob("*.safetensors"))
+    direct = AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
+    text = "The tower is 324 metres (1,063 ft) tall."
+    assert tokenizer(text).input_ids == direct(text).input_ids and len(tokenizer) == 49152
+    assert (config.model_type, config.hidden_size, config.num_hidden_layers) == ("llama", 576, 30)

@@ -6,12 +6,15 @@ import os
 
 import pandas as pd
 import pytest
+import torch
 from conftest import FAST, evalbench
 from hydra import compose, initialize_config_dir
+from transformers import AutoConfig, LlamaConfig
 
 from evalbench import load_results
 from evalbench.affinity import bound, core_cpus, physical_cores
 from evalbench.config import CONFIG_DIR, register_configs
+from evalbench.configuration import named_configuration
 from evalbench.errors import EvalbenchError
 from evalbench.metrics import memory_estimate
 from evalbench.metrics.memory import peak_rss_bytes, reset_peak_rss
@@ -101,8 +104,12 @@ def test_a_configuration_that_would_not_fit_fails_before_loading(tiny_model_dir,
 
 
 def test_the_estimate_counts_the_models_parameters(tiny_model, tiny_model_dir):
-    parameters, _ = memory_estimate.count_parameters(str(tiny_model_dir))  # from the config alone
-    assert parameters == sum(p.numel() for p in tiny_model.parameters())
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    shape = memory_estimate.ModelShape.of(config, torch.float32, gguf_source=False)  # from the config alone
+    assert shape.parameters == sum(p.numel() for p in tiny_model.parameters())
+    embedding = tiny_model.get_input_embeddings().weight.numel()
+    tied = tiny_model.get_output_embeddings().weight is tiny_model.get_input_embeddings().weight
+    assert shape.embedding_parameters == embedding * (1 if tied else 2)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
@@ -126,3 +133,27 @@ def test_the_estimate_covers_the_memory_a_run_takes(precision, tiny_model_dir, t
     assert record["status"] == "ok", record["error"]
     peak = max(record[field] for field in ("load_peak_rss_bytes", "perplexity_peak_rss_bytes", "peak_rss_bytes"))
     assert peak - before <= record["memory_estimate_bytes"]
+
+
+LLAMA_2_7B = LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                         num_attention_heads=32, max_position_embeddings=4096)  # fmt: skip
+
+
+def test_each_runtime_estimates_what_it_holds_of_a_7b_model():
+    """A Llama-2-7B-shaped bf16 checkpoint (config only) on a 21 GiB budget: torch fp32 is refused with torch's
+    own figure; bf16 (one 13 GiB copy, no float32 one) and llama.cpp's mapped GGUFs fit, q4_k_m in about 4 GiB."""
+    shape = memory_estimate.ModelShape.of(LLAMA_2_7B, torch.bfloat16, gguf_source=False)
+    assert 6.7e9 < shape.parameters < 6.8e9 and shape.checkpoint_bytes == 2
+    workload = memory_estimate.Workload(batch_size=1, sequence_tokens=160, window=512)
+    needed = {name: named_configuration(name).memory_needed(shape, workload) for name in
+              ("fp32", "bf16", "int8", "q8_0", "q4_k_m", "ort_int4")}  # fmt: skip
+    gib = {name: estimate.total / 2**30 for name, estimate in needed.items()}
+    assert 25 < gib["fp32"] < 27 and 12.5 < gib["bf16"] < 13.5  # the weights at the precision's own dtype
+    assert gib["bf16"] < gib["int8"] < gib["fp32"]  # int8 is made from the bf16 weights, beside them
+    assert 6.5 < gib["q8_0"] < 8 and 3.5 < gib["q4_k_m"] < 5 and gib["q4_k_m"] < gib["q8_0"]
+    assert needed["ort_int4"].conversion and sum(needed["ort_int4"].conversion.values()) > 2 * shape.parameters
+    budget = 21 * 2**30
+    with pytest.raises(EvalbenchError, match=r"needs an estimated 2\d\.\d\d GiB \(torch: this process 0\.00"):
+        memory_estimate.check_fits(needed["fp32"], budget)
+    for name in ("bf16", "q8_0", "q4_k_m"):
+        memory_estimate.check_fits(needed[name], budget)  # fits: no error

@@ -7,10 +7,11 @@ from pathlib import Path
 import lm_eval
 import pandas as pd
 import pytest
+import torch
 import yaml
-from conftest import DATA_DIR, evalbench
+from conftest import DATA_DIR, FAST, evalbench, tiny_checkpoint
 
-from evalbench import load_results
+from evalbench import load_results, recommend
 from evalbench.quality.tasks import TaskError, _resolve, local_task_config
 
 DATA_SOURCE_KEYS = {"dataset_path", "dataset_name", "dataset_kwargs", "tag"}
@@ -34,15 +35,45 @@ def test_reference_is_computed_once_across_a_multirun(tiny_args, tmp_path):
     assert frame.loc[("int4", 1), "ppl_ratio"] == pytest.approx(expected, rel=1e-6)
 
 
-def test_another_reference_precision_is_built_from_a_copy_of_the_fp32_model(tiny_args, tmp_path):
+def test_another_reference_precision_is_built_by_its_own_configuration(tiny_args, tmp_path):
     out = evalbench("-m", "precision=int8,bf16", "quality.reference=bf16", "isolation=none", *tiny_args, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     frame = load_results(tmp_path / "results").set_index("precision")
     assert (frame.reference_precision == "bf16").all() and frame.reference_computed.sum() == 1
     assert frame.loc["int8", "reference_computed"]  # built by the int8 run, before converting to int8
+    assert (frame.reference_configuration == "torch bf16").all() and (frame.reference_backend == "torch").all()
+    assert frame.reference_is_this_run.tolist() == [False, True] and frame.loc["bf16", "load_dtype"] == "bfloat16"
     assert frame.loc["int8", "weight_bytes"] < frame.loc["bf16", "weight_bytes"]  # int8 still converted its own
     assert frame.loc["bf16", "kld_mean"] == 0 and frame.loc["bf16", "same_top_rate"] == 100
     assert frame.loc["int8", "kld_mean"] > 0
+
+
+def test_a_reference_from_another_runtime_is_the_baseline_and_scores_once(tiny_args, tmp_path):
+    """quality.reference=f32: llama.cpp builds the reference in the f32 run's own scoring pass; torch fp32 is
+    compared with it; the recommendation's baseline follows the reference."""
+    out = evalbench("-m", "precision=f32,q8_0,fp32", "quality.reference=f32", *tiny_args, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    frame = load_results(tmp_path / "results").set_index("precision")
+    assert (frame.reference_configuration == "llama_cpp f32").all() and frame.reference_key.nunique() == 1
+    assert frame.reference_is_this_run.to_dict() == {"f32": True, "q8_0": False, "fp32": False}
+    assert frame.loc["f32", "reference_computed"] and frame.reference_computed.sum() == 1  # one pass built it
+    assert frame.loc["f32", "kld_mean"] == 0 and frame.loc["q8_0", "kld_mean"] > frame.loc["fp32", "kld_mean"] > 0
+    trace = recommend(frame.reset_index(), max_quality_loss=0.5).trace
+    baseline = next(step for step in trace if step.name == "baseline")
+    assert baseline.outcome == "llama_cpp f32" and "was not measured" not in baseline.reason
+
+
+def test_the_default_reference_is_the_checkpoints_own_precision(tmp_path, spm_tokenizer_dir):
+    """A bf16 checkpoint: quality.reference=auto is torch bf16, which loads no float32 copy and scores once."""
+    folder = tiny_checkpoint(tmp_path / "bf16-model", "qwen2", spm_tokenizer_dir, torch.bfloat16)
+    args = ["model=hub", f"model.path={folder}", "model.name=tiny-qwen2", f"results_dir={tmp_path / 'results'}"]
+    out = evalbench("-m", "precision=bf16,int8", *args, *FAST, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    frame = load_results(tmp_path / "results").set_index("precision")
+    assert (frame.reference_configuration == "torch bf16").all()
+    assert frame.loc["bf16", "reference_is_this_run"] and frame.loc["bf16", "reference_computed"]
+    assert frame.loc["bf16", "kld_mean"] == 0 and frame.loc["int8", "kld_mean"] > 0
+    assert (frame.load_dtype == "bfloat16").all()
 
 
 def test_no_reference_means_no_distribution_metrics(tiny_args, tmp_path):
@@ -56,7 +87,8 @@ def test_no_reference_means_no_distribution_metrics(tiny_args, tmp_path):
 def test_unknown_reference_precision_is_one_line(tiny_args, tmp_path):
     out = evalbench("quality.reference=fp16", *tiny_args, cwd=tmp_path)
     assert out.returncode == 1
-    assert "quality.reference=fp16 is invalid; valid: null or one of ['bf16', 'fp32'," in out.stderr
+    assert "quality.reference=fp16 is invalid; valid: auto (the model's own precision), null, or a" in out.stderr
+    assert ", f16, f32, fp32, " in out.stderr and ", q8_0" in out.stderr
 
 
 def test_shipped_lambada_matches_lm_evals_own_task_but_for_the_data_source():

@@ -12,7 +12,8 @@ GROUP_COLUMNS = ["model", "env.machine_id", "token_set"]
 NO_TOKEN_SET = "not scored"
 # Records written before backends were recorded: all torch, with these weight widths.
 LEGACY_WEIGHT_BITS = {"fp32": 32, "bf16": 16, "int8": 8, "int8_dynamic": 8, "int4": 4}
-BASELINE = ("torch", "fp32")  # the configuration the quality reference is computed at
+LEGACY_REFERENCE_BACKEND = "torch"  # records written before the reference could be any backend's
+LEGACY_REFERENCE = "torch fp32"  # and before it was recorded at all
 # The one table of directions: the tree, the Pareto front, the quality floor and the figures all read it.
 HIGHER_IS_BETTER = {"decode_tokens_per_s", "prefill_tokens_per_s", "same_top_rate", "roofline_fraction"}
 LOWER_IS_BETTER = {
@@ -45,9 +46,20 @@ def best_first(rows: pd.DataFrame, column: str, tie_break: str = "peak_rss_bytes
     return rows.sort_values(by, ascending=[not higher_is_better(column), True][: len(by)], kind="stable")
 
 
+def reference_configurations(runs: pd.DataFrame) -> set[str]:
+    """The configurations the runs' quality was compared with ("<backend> <precision>"), as recorded."""
+    if "reference_precision" not in runs:
+        return {LEGACY_REFERENCE}
+    legacy = LEGACY_REFERENCE_BACKEND + " " + runs["reference_precision"].astype(str)
+    named = _column(runs, "reference_configuration", None)
+    return set(named.where(named.notna(), legacy)[runs["reference_precision"].notna()])
+
+
 def baseline_configuration(runs: pd.DataFrame) -> str:
-    """torch fp32 when measured, else the least compressed configuration present (most weight bits)."""
-    ranked = runs.assign(is_reference=runs["configuration"] == " ".join(BASELINE)).sort_values(
+    """The quality reference's configuration when measured, else the least compressed one present (most weight
+    bits, torch first): the baseline follows the reference."""
+    references = reference_configurations(runs)
+    ranked = runs.assign(is_reference=runs["configuration"].isin(references)).sort_values(
         ["is_reference", "weight_bits", "configuration"], ascending=[False, False, True]
     )
     return str(ranked["configuration"].iloc[0])
@@ -135,7 +147,7 @@ def successful(df: pd.DataFrame) -> pd.DataFrame:
 def with_objectives(df: pd.DataFrame) -> pd.DataFrame:
     """Add ``s_per_token`` (1 / decode tokens/s) and ``ppl_ratio`` with its 95% interval, against the baseline.
 
-    ``ppl_ratio`` always compares with the baseline the quality floor is read against (torch fp32,
+    ``ppl_ratio`` always compares with the baseline the quality floor is read against (the reference,
     else the least compressed configuration) on the same tokens; the ratio a run recorded against
     ``quality.reference`` is kept as ``ppl_ratio_vs_reference``.
     """

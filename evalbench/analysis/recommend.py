@@ -36,6 +36,7 @@ from evalbench.analysis.objectives import (
     higher_is_better,
     lossy_levers,
     pruned,
+    reference_configurations,
     with_objectives,
 )
 from evalbench.analysis.pareto import pareto_front
@@ -199,9 +200,7 @@ class QualityFloor:
     def lossless(self, row: pd.Series) -> bool:
         """Indistinguishable from the baseline: the loss interval reaches 0, or the run matches the reference
         the baseline is (``identical_to_baseline``: KLD 0 or the same top token everywhere)."""
-        if pd.isna(row["quality_loss"]):
-            return False
-        return bool(row.get("identical_to_baseline", False)) or self.interval(row)[0] <= 0
+        return not pd.isna(row["quality_loss"]) and _lossless(row, self.interval(row)[0])
 
     def check(self, row: pd.Series) -> str:
         """PASS when the loss interval is within the floor or reaches 0 (lossless meets every floor), BORDERLINE
@@ -209,9 +208,14 @@ class QualityFloor:
         if pd.isna(row["quality_loss"]):
             return FAIL
         low, high = self.interval(row)
-        if high <= self.max_loss or self.lossless(row):
+        if high <= self.max_loss or _lossless(row, low):
             return PASS
         return BORDERLINE if low <= self.max_loss else FAIL
+
+
+def _lossless(row: pd.Series, low: float) -> bool:
+    """``row`` matches the baseline's reference exactly, or its loss interval (from ``low``) reaches 0."""
+    return bool(row.get("identical_to_baseline", False)) or low <= 0
 
 
 def cost_interval(row: pd.Series, cost: str) -> tuple[float, float, float]:
@@ -402,7 +406,9 @@ def recommend(
     floor = QualityFloor(quality, float(base_rows[quality].mean()), max_quality_loss)
     runs["quality_loss"] = floor.losses(runs)
     runs["identical_to_baseline"] = identical_to_baseline(runs, base_rows)
-    note = "" if base_name == "torch fp32" else "; torch fp32 was not measured, the least compressed stands in"
+    references = reference_configurations(runs)
+    missing = ", ".join(sorted(references)) or "the quality reference"
+    note = "" if base_name in references else f"; {missing} was not measured, the least compressed stands in"
     trace.append(
         Step("baseline", base_rows, base_name, f"{base_name} is the baseline ({quality} {floor.baseline:.4g}){note}")
     )
@@ -492,16 +498,18 @@ class _Tree:
             f"({n_pruned} pruned runs measured)",
             "wide": "and 16/32-bit runs (some runtimes decode them faster than INT8)",
         }
-        picks = []
+        picks = []  # each step's pick: (row, borderline, step number)
         for kind, rows in kinds.items():
             best, borderline = self.evaluate(names[kind], rows, note)
             if best is not None:
-                picks.append((borderline, len(self.trace), best))
+                picks.append((best, borderline, len(self.trace)))
         if not picks:
             return self._nothing_meets(runs, n_pruned)
-        clear = [pick for pick in picks if not pick[0]] or picks
-        order = best_first(pd.DataFrame([pick[2] for pick in clear]), self.cost)
-        borderline, step_number, best = next(pick for pick in clear if pick[2].name == order.index[0])
+        clear = [pick for pick in picks if not pick[1]] or picks  # a clear pass beats a borderline one
+        table = pd.DataFrame([row for row, _, _ in clear])
+        ranked = best_first(table.reset_index(drop=True), self.cost).index  # positions in ``clear``, cheapest first
+        best, borderline, step_number = clear[ranked[0]]
+        order = table.iloc[ranked]
         reason = (
             f"{_describe(best.to_frame().T)}, step {step_number}'s pick, is the cheapest run meeting the floor "
             f"({self.floor.describe()}) by {self.cost}, whatever its bits"

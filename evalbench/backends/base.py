@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import torch
 from hydra.utils import get_class
 
+from evalbench.metrics.memory_estimate import MemoryEstimate, ModelShape, Workload
 from evalbench.metrics.speed import GenerationTiming
 from evalbench.pruning.base import Pruning
 
@@ -39,6 +40,14 @@ class BackendConfig:
         logits and the float32 log-probabilities made of them.
         """
         return 8
+
+    def memory_needed(self, precision: Any, shape: ModelShape, workload: Workload, pruning: Pruning) -> MemoryEstimate:
+        """What the runtime holds at its peak with the model at ``precision``, and what writing its files needs."""
+        raise NotImplementedError
+
+    def logits_memory(self, precision: Any, shape: ModelShape, workload: Workload) -> int:
+        """A scoring window's logits as this backend holds them, and the scratch of one chunk of them."""
+        return shape.window_logits_bytes(workload.window, self.logits_bytes(precision))
 
     def describe(self) -> dict[str, Any]:
         """The settings recorded with each run (``backend.<field>``)."""

@@ -31,14 +31,27 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def peak_rss_bytes() -> int:
-    """The process's peak resident set size since start or the last :func:`reset_peak_rss`."""
+def _status_bytes(field: str) -> int | None:
+    """A ``/proc/self/status`` field in bytes (``VmHWM``, ``VmRSS``); None where there is none."""
     try:
         for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def current_rss_bytes() -> int:
+    """The process's resident set size now (0 where it cannot be read)."""
+    return _status_bytes("VmRSS") or 0
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident set size since start or the last :func:`reset_peak_rss`."""
+    peak = _status_bytes("VmHWM")
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 

@@ -23,10 +23,16 @@ class Precision:
 
     backend: ClassVar[str] = "torch"
     weight_bits: ClassVar[int] = 32
+    load_dtype: ClassVar[torch.dtype] = torch.float32  # torch loads the checkpoint at this dtype, then applies
     activations_quantized: ClassVar[bool] = False
     name: str = "fp32"
     scheme: str = "none"
     skip_modules: list[str] = field(default_factory=lambda: ["lm_head"])
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Bits per weight as stored, scales included (the memory estimate's figure)."""
+        return float(self.weight_bits)
 
     def check_supported(self) -> None:
         """Raise :class:`PrecisionError` when this machine or torch build cannot run the precision."""

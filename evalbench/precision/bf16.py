@@ -16,6 +16,7 @@ class BF16(Precision):
     """Every parameter cast to bfloat16; matmuls run in oneDNN's bf16 kernels."""
 
     weight_bits: ClassVar[int] = 16
+    load_dtype: ClassVar[torch.dtype] = torch.bfloat16  # apply() casts to it first: no float32 copy
     name: str = "bf16"
     scheme: str = "bf16"
 

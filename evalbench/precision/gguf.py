@@ -7,6 +7,12 @@ from dataclasses import dataclass
 from evalbench.errors import PrecisionError
 from evalbench.precision.base import Precision
 
+# Bits per weight as stored (scales included), from llama.cpp's own table of types (tools/quantize):
+# the file's size is about parameters x this / 8.
+BITS_PER_WEIGHT = {
+    "f32": 32.0, "f16": 16.0, "q8_0": 8.5, "q6_k": 6.5625, "q5_k_m": 5.69,
+    "q4_k_m": 4.89, "q4_k_s": 4.58, "q4_0": 4.5,
+}  # fmt: skip
 # name -> (llama_ftype constant in llama_cpp, nominal weight bits, scheme)
 GGUF_TYPES = {
     "f32": ("LLAMA_FTYPE_ALL_F32", 32, "none"),
@@ -41,6 +47,10 @@ class GGUFType(Precision):
     @property
     def weight_bits(self) -> int:
         return GGUF_TYPES[self.name][1]
+
+    @property
+    def bits_per_weight(self) -> float:
+        return BITS_PER_WEIGHT[self.name]
 
     def implementation(self) -> str:
         return f"llama.cpp ggml CPU {self.name}"

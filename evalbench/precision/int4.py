@@ -45,6 +45,7 @@ class Int4WeightOnly(Precision):
     """Group-wise int4 weights (``group_size`` inputs share a scale and zero); the rest in bf16."""
 
     weight_bits: ClassVar[int] = 4
+    load_dtype: ClassVar[torch.dtype] = torch.bfloat16  # apply() casts to it first: no float32 copy
     name: str = "int4"
     scheme: str = "int4_weight_only_groupwise"
     group_size: int = 32

@@ -30,6 +30,7 @@ class Int8WeightOnly(Precision):
     """Symmetric per-output-channel int8 weights; the rest of the model in bf16."""
 
     weight_bits: ClassVar[int] = 8
+    load_dtype: ClassVar[torch.dtype] = torch.bfloat16  # apply() casts to it first: no float32 copy
     name: str = "int8"
     scheme: str = "int8_weight_only_per_channel"
 

@@ -2,10 +2,10 @@
 
 Both are computed through the backend on the converted model, once per model, backend,
 precision and token set (reused across threads and batch sizes unless
-``perplexity.reuse=false``). The reference distributions come from the torch backend at
-``quality.reference`` precision, whatever backend a run measures: built in the same pass when
-this run is that configuration, else by loading it before this run loads its own model, and
-stored so that no other run computes them again.
+``perplexity.reuse=false``). The reference distributions come from the reference configuration
+(:mod:`evalbench.configuration`: ``quality.reference``, any backend's precision), whatever backend a
+run measures: built in the same pass when this run is that configuration, else by loading it
+before this run loads its own model, and stored so that no other run computes them again.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from evalbench.backends.base import Backend
-from evalbench.config import CONFIG_DIR
+from evalbench.configuration import Configuration
 from evalbench.metrics.chunked import log_softmax_chunks
 from evalbench.metrics.divergence import Reference, TokenComparison, compare, summarize
 from evalbench.metrics.perplexity import (
@@ -35,19 +34,11 @@ from evalbench.metrics.perplexity import (
     window_spans,
 )
 from evalbench.metrics.perplexity import summarize as summarize_perplexity
-from evalbench.precision.base import Precision
 from evalbench.progress import Progress, logged_step
 from evalbench.quality import cache
 from evalbench.quality.reference import ReferenceStore
 
 log = logging.getLogger(__name__)
-
-
-def reference_precision(name: str) -> Precision:
-    """The precision ``conf/precision/<name>.yaml`` describes, with its default settings."""
-    node = OmegaConf.load(CONFIG_DIR / "precision" / f"{name}.yaml")
-    node.pop("defaults", None)  # the backend it selects: the reference is always computed by torch
-    return instantiate(node)
 
 
 @dataclass
@@ -60,7 +51,7 @@ class ScoringPlan:
     cache_key: str
     reuse: bool
     store: ReferenceStore | None  # None: no distribution metrics
-    reference: Precision | None
+    reference: Configuration | None
     same_as_reference: bool  # this run is the reference configuration: it builds the reference itself
     top_k: int
     tail_samples: int
@@ -68,9 +59,15 @@ class ScoringPlan:
 
 
 def plan(
-    cfg: DictConfig, results_dir: Path, corpus: Corpus, location: str, configuration: dict[str, Any]
+    cfg: DictConfig,
+    results_dir: Path,
+    corpus: Corpus,
+    location: str,
+    configuration: dict[str, Any],
+    reference: Configuration | None,
 ) -> ScoringPlan:
-    """``configuration``: the precision's fields, ``backend`` and the backend's settings."""
+    """``configuration``: this run's description (:meth:`Configuration.describe`); ``reference``: the reference
+    configuration (None: no distribution metrics)."""
     ppl_cfg, quality = cfg.perplexity, cfg.quality
     stride = ppl_cfg.stride or ppl_cfg.context
     scored = scored_text(corpus, ppl_cfg.max_tokens)
@@ -82,14 +79,13 @@ def plan(
         "stride": stride,
         "torch": torch.__version__,
     }
-    store, reference, same = None, None, False
-    if quality.reference is not None:
-        reference = reference_precision(quality.reference)
+    store, same = None, False
+    if reference is not None:
         reference_fields = reference.describe()
         key = cache.cache_key(
             {**common, "reference": reference_fields, "top_k": quality.top_k, "tail_samples": quality.tail_samples}
         )
-        same = {**reference_fields, "backend": "torch"} == configuration
+        same = reference_fields == configuration
         store = ReferenceStore.under(results_dir, key)
     # every field of the precision and backend: any of them can change the scores
     key = cache.cache_key({**common, "precision": configuration, "reference": store and store.key})
@@ -171,7 +167,7 @@ def _build_reference(plan: ScoringPlan, logits: Logits, run_id: str) -> dict[str
     result, reference = _score(logits, plan, None, build=True)
     meta = {
         "computed_by": run_id,
-        "precision": plan.reference.describe(),
+        "configuration": plan.reference.describe(),
         "top_k": plan.top_k,
         "tail_samples": reference.tail_samples,
         "tokens": reference.tokens,
@@ -184,7 +180,8 @@ def _build_reference(plan: ScoringPlan, logits: Logits, run_id: str) -> dict[str
 
 def _reference_fields(plan: ScoringPlan, meta: dict[str, Any], computed_here: bool) -> dict[str, Any]:
     return {
-        "reference_precision": meta["precision"]["precision"],
+        "reference_precision": meta["configuration"]["precision"],
+        "reference_backend": meta["configuration"]["backend"],
         "reference_key": plan.store.key,
         "reference_from_run": meta["computed_by"],
         "reference_computed": computed_here,
@@ -195,18 +192,18 @@ def _reference_fields(plan: ScoringPlan, meta: dict[str, Any], computed_here: bo
     }
 
 
-def prepare_reference(plan: ScoringPlan, reference_backend: Callable[[Precision], Backend], run_id: str) -> bool:
+def prepare_reference(plan: ScoringPlan, reference_backend: Callable[[Configuration], Backend], run_id: str) -> bool:
     """Before this run loads its own model: store the reference if it is missing and this run cannot build it.
 
-    ``reference_backend`` makes the (torch) backend at the reference precision, loaded only when
-    the reference is missing. Returns whether this run computed it.
+    ``reference_backend`` makes the reference configuration's backend, loaded only when the
+    reference is missing. Returns whether this run computed it.
     """
     if plan.store is None or plan.same_as_reference:
         return False
     with plan.store.lock():
         if plan.store.exists():
             return False
-        with logged_step(log, f"building the stored reference at precision={plan.reference.name}"):
+        with logged_step(log, f"building the stored reference with {plan.reference.label}"):
             backend = reference_backend(plan.reference)
             try:
                 _build_reference(plan, backend.logits, run_id)

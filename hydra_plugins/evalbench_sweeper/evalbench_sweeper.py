@@ -36,11 +36,14 @@ ConfigStore.instance().store(group="hydra/sweeper", name="evalbench", node=Evalb
 
 def _cause(exc: BaseException) -> str:
     """The innermost message of a chain of wrapped errors, on one line (an evalbench check's own line)."""
-    from evalbench.errors import EvalbenchError, one_line
+    from evalbench.errors import innermost_evalbench_error, one_line
 
-    while not isinstance(exc, EvalbenchError) and (exc.__cause__ or exc.__context__) is not None:
+    cause = innermost_evalbench_error(exc)
+    if cause is not None:
+        return str(cause)
+    while (exc.__cause__ or exc.__context__) is not None:
         exc = exc.__cause__ or exc.__context__
-    return str(exc) if isinstance(exc, EvalbenchError) else one_line(exc)
+    return one_line(exc)
 
 
 def _stop(message: str) -> None:

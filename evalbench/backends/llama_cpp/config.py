@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from evalbench.backends.base import BackendConfig
 from evalbench.errors import EvalbenchError
+from evalbench.metrics.memory_estimate import MemoryEstimate, ModelShape, Workload
+from evalbench.pruning.base import Pruning
 
 # name -> (llama_cpp constant, bytes per element: q8_0 and q4_0 store 32 values in 34 and 18 bytes)
 KV_CACHE_TYPES = {
@@ -17,6 +19,7 @@ KV_CACHE_TYPES = {
     "q4_0": ("GGML_TYPE_Q4_0", 18 / 32),
 }
 FLASH_ATTN = ("auto", "on", "off")
+EMBEDDING_BITS = 8.5  # the quantizer keeps the embedding and output head at q8_0 or q6_k, whatever the type
 LOAD_MODES = {"mmap": "LLAMA_LOAD_MODE_MMAP", "read": "LLAMA_LOAD_MODE_NONE", "mlock": "LLAMA_LOAD_MODE_MLOCK"}
 
 
@@ -43,6 +46,19 @@ class LlamaCppConfig(BackendConfig):
     flash_attn: str = "auto"
     kv_cache_type: str = "f16"
     gguf_file: str | None = None
+
+    def memory_needed(self, precision: Any, shape: ModelShape, workload: Workload, pruning: Pruning) -> MemoryEstimate:
+        """The GGUF file, mapped (its pages resident once touched; the embeddings at 8.5 bits or more), the KV
+        cache of the larger of the scoring and generation contexts at ``kv_cache_type``, one window's logits
+        (llama.cpp's float32 buffer and evalbench's). Converting and quantizing hold a tensor or two at a time."""
+        bits = precision.bits_per_weight
+        kv_tokens = max(workload.generation_tokens, max(self.n_ctx, workload.window) if workload.window else 0)
+        parts = {
+            "mapped GGUF": shape.weight_bytes(bits, max(bits, EMBEDDING_BITS) / 8),
+            "KV cache": shape.kv_bytes(kv_tokens, KV_CACHE_TYPES[self.kv_cache_type][1]),
+            "logits": self.logits_memory(precision, shape, workload),
+        }
+        return MemoryEstimate("llama_cpp", parts, {"converter's tensors": 2 * 4 * shape.largest_tensor})
 
     def __post_init__(self) -> None:
         for key in ("n_ctx", "n_batch", "n_ubatch"):

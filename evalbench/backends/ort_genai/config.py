@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 
 from evalbench.backends.base import BackendConfig
 from evalbench.errors import EvalbenchError
+from evalbench.metrics.memory_estimate import MemoryEstimate, ModelShape, Workload
+from evalbench.pruning.base import Pruning
 
 # Builder options the backend or the precision sets: scoring needs the logits of every position.
 RESERVED_OPTIONS = (
@@ -45,6 +47,24 @@ class OrtGenaiConfig(BackendConfig):
     def logits_bytes(self, precision: Any) -> int:
         """The float32 copy of the ``logits`` output (ONNX Runtime's own is freed with the generator)."""
         return 4
+
+    def memory_needed(self, precision: Any, shape: ModelShape, workload: Workload, pruning: Pruning) -> MemoryEstimate:
+        """The session: its initializers (linear layers at the precision, the embeddings and head in float32) and
+        the copies MLAS pre-packs them into, a float32 KV cache, one window's logits. Exporting (the model builder,
+        a process of its own) loads the checkpoint and holds the float32 graph it writes and quantizes."""
+        weights = shape.weight_bytes(precision.weight_bits, 4)
+        parts = {
+            "session weights": weights,
+            "pre-packed weights": weights,
+            "KV cache": shape.kv_bytes(max(workload.generation_tokens, workload.window), 4),
+            "logits": self.logits_memory(precision, shape, workload),
+        }
+        conversion = {
+            **shape.dequantized_copy_bytes(),
+            "builder's checkpoint": shape.parameters * shape.checkpoint_bytes,
+            "builder's float32 graph": shape.parameters * 4,
+        }
+        return MemoryEstimate("ort_genai", parts, conversion)
 
     def __post_init__(self) -> None:
         self.builder_options = self.builder_options or {}

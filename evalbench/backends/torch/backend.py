@@ -1,4 +1,4 @@
-"""PyTorch: the FP32 checkpoint loaded through Transformers, pruned and converted to the precision in memory.
+"""PyTorch: the checkpoint loaded through Transformers at the precision's dtype, pruned and converted in memory.
 
 Generation is eager, or compiled with ``torch.compile`` over a static KV cache (``backend.compile``).
 """
@@ -65,7 +65,8 @@ class TorchBackend(Backend):
 
     def load(self, tokenizer: Any) -> dict[str, Any]:
         started = time.perf_counter()
-        model, _, _ = load_model(self.model_cfg, self.cache_dir, read_into_memory=self.config.load_mode == "read")
+        dtype = self.load_dtype()
+        model = load_model(self.model_cfg, self.cache_dir, dtype, read_into_memory=self.config.load_mode == "read")
         loaded = time.perf_counter()
         with logged_step(log, f"pruning ({self.pruning.method})", self.pruning.enabled):
             pruned = self.pruning.apply(model)
@@ -76,8 +77,14 @@ class TorchBackend(Backend):
             "load_time_s": loaded - started,
             "convert_time_s": time.perf_counter() - loaded,
             "parameters": parameters,
+            "load_dtype": str(dtype).removeprefix("torch."),
             **pruned,
         }
+
+    def load_dtype(self) -> torch.dtype | str:
+        """The dtype the weights load at: the precision's own, or the checkpoint's (``"auto"``) for pruning,
+        which reads the weights as stored. Never a float32 copy a 16-bit or quantized precision does not use."""
+        return "auto" if self.pruning.enabled else self.precision.load_dtype
 
     def set_threads(self, threads: int) -> dict[str, Any]:
         torch.set_num_threads(threads)

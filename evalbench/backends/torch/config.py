@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
+
 from evalbench.backends.base import BackendConfig
 from evalbench.errors import EvalbenchError
+from evalbench.metrics.memory_estimate import MemoryEstimate, ModelShape, Workload
+from evalbench.pruning.base import Pruning
 
 # Inductor modes that run on a CPU: "reduce-overhead" and "max-autotune" add CUDA graphs.
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
@@ -35,6 +39,22 @@ class TorchConfig(BackendConfig):
     def logits_bytes(self, precision: Any) -> int:
         """The model's logits, in its compute dtype: bfloat16 below 32-bit weights, but int8_dynamic's float32."""
         return 2 if precision.weight_bits < 32 and not precision.activations_quantized else 4
+
+    def memory_needed(self, precision: Any, shape: ModelShape, workload: Workload, pruning: Pruning) -> MemoryEstimate:
+        """The weights at the load dtype (the checkpoint's when pruning, which rewrites them: a second copy), its
+        16-bit cast, the quantized layers beside it while they are made, the KV cache, one window's logits."""
+        load = shape.checkpoint_bytes if pruning.enabled else precision.load_dtype.itemsize
+        compute = 4 if precision.load_dtype == torch.float32 else 2
+        parts = {"weights as loaded": shape.parameters * load}
+        if pruning.enabled:
+            parts["pruned copy"] = shape.parameters * load
+            if compute < load:
+                parts["16-bit cast"] = shape.parameters * compute
+        if precision.weight_bits < 16:
+            parts["quantized weights"] = shape.weight_bytes(precision.weight_bits, 0)
+        parts["KV cache"] = shape.kv_bytes(workload.generation_tokens, compute)
+        parts["logits"] = self.logits_memory(precision, shape, workload)
+        return MemoryEstimate("torch", parts, shape.dequantized_copy_bytes())
 
     def __post_init__(self) -> None:
         if self.compile_mode not in COMPILE_MODES:
