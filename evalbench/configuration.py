@@ -3,8 +3,9 @@ and the reference configuration every run's quality is compared with.
 
 ``quality.reference`` names a precision of any backend (``fp32``, ``bf16``, ``f16``, ``q8_0``, ``ort_fp32``,
 ...), run at its backend's default settings, or ``auto``: the model's own precision, i.e. the
-checkpoint's ``dtype`` for a Hugging Face checkpoint (bf16 for most current models), and for a
-GGUF source its de-quantized weights (``fp32``) when they fit in memory, else ``f16`` through llama.cpp.
+checkpoint's ``dtype`` for a Hugging Face checkpoint (``bf16`` for most current models, ``fp32``),
+and for a float16 checkpoint or a GGUF source its weights upcast to ``fp32`` in torch when they fit
+in memory, else ``f16`` through llama.cpp.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from evalbench.precision.base import Precision
 from evalbench.pruning.base import Pruning
 
 AUTO_REFERENCE = "auto"
-DTYPE_REFERENCES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "f16"}
-GGUF_REFERENCES = ("fp32", "f16")  # a GGUF source's: its de-quantized weights in torch, else llama.cpp at f16
+# A checkpoint's dtype -> the references that score its weights as stored, the first that fits chosen.
+UPCAST_REFERENCES = ("fp32", "f16")  # exact in torch at fp32; else llama.cpp's f16 (torch has no fp16 precision)
+DTYPE_REFERENCES = {torch.float32: ("fp32",), torch.bfloat16: ("bf16",), torch.float16: UPCAST_REFERENCES}
 
 
 @dataclass(frozen=True)
@@ -123,10 +125,12 @@ def named_configuration(precision_name: str) -> Configuration:
 def reference_name(requested: str, model_cfg: Any, cache_dir: Path, fits: Any) -> str:
     """The precision ``quality.reference`` names: itself, or for ``auto`` the model's own (see the module).
 
-    ``fits(name)`` says whether that configuration's estimated memory fits (a GGUF source's choice).
+    ``fits(name)`` says whether that configuration's estimated memory fits.
     """
     if requested != AUTO_REFERENCE:
         return requested
-    if resolve_source(model_cfg).gguf_file is not None:
-        return next((name for name in GGUF_REFERENCES if fits(name)), GGUF_REFERENCES[-1])
-    return DTYPE_REFERENCES.get(checkpoint_dtype(load_config(model_cfg, cache_dir)), "fp32")
+    if resolve_source(model_cfg).gguf_file is not None:  # de-quantized: float32 values
+        candidates = UPCAST_REFERENCES
+    else:
+        candidates = DTYPE_REFERENCES.get(checkpoint_dtype(load_config(model_cfg, cache_dir)), ("fp32",))
+    return next((name for name in candidates if fits(name)), candidates[-1])

@@ -212,7 +212,8 @@ def _check_reference_memory(cfg: DictConfig, reference: Configuration, shape: Mo
     """Refuse, before loading it, a reference that does not fit."""
     if cfg.memory_check:
         needed = with_process(reference.memory_needed(shape, _workload(cfg)))
-        check_fits(needed, available, f"the reference {reference.label} (quality.reference={cfg.quality.reference})")
+        what = f"the reference {reference.label} (quality.reference={cfg.quality.reference})"
+        check_fits(needed, available, what, "quality.reference=<a precision that fits, e.g. q8_0> or null")
 
 
 def _measure(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None:

@@ -176,3 +176,24 @@ def test_precision_fields():
         "accuracy_level": "4",
         "is_symmetric": "true",
     }
+
+
+# The model builder's architectures beyond Llama, as bf16 checkpoints (conftest's tiny shape): each exported at
+# fp32 scores a WikiText-2 window as torch does at fp32 (the bf16 weights upcast by both).
+ORT_ARCHITECTURES = {"mistral": {}, "qwen2": {}, "phi3": {}, "gemma2": {"query_pre_attn_scalar": 16}}
+
+
+@pytest.mark.parametrize("model_type", ORT_ARCHITECTURES)
+def test_other_architectures_export_and_match_torch(model_type, spm_tokenizer_dir, spm_window, cache_dir, tmp_path):
+    from conftest import tiny_checkpoint
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = tiny_checkpoint(
+        tmp_path / model_type, model_type, spm_tokenizer_dir, torch.bfloat16, **ORT_ARCHITECTURES[model_type]
+    )
+    backend = loaded(folder, AutoTokenizer.from_pretrained(folder), cache_dir)
+    ours = backend.log_probs(spm_window)
+    backend.close()
+    reference = torch_log_probs(AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval(), spm_window)
+    assert (reference.max(-1).values - reference.min(-1).values).min() > 0.1  # the logits move
+    assert (ours - reference).abs().max() < 1e-3

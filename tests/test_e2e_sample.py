@@ -17,8 +17,8 @@ from evalbench import load_results, pareto_front
 pytestmark = pytest.mark.e2e
 
 
-LAMBADA_LIMIT = 20
-SCORED_TOKENS = 2048
+LAMBADA_LIMIT = 12
+SCORED_TOKENS = 1024
 TORCH = ["fp32", "bf16", "int8", "int8_dynamic", "int4"]
 LLAMA_CPP = ["f32", "q8_0", "q4_0", "q4_k_m"]
 ORT = ["ort_fp32", "ort_int8", "ort_int4"]
@@ -36,7 +36,7 @@ def sample_dir(tmp_path_factory):
         "threads=2",
         "batch_size=1",
         f"perplexity.max_tokens={SCORED_TOKENS}",
-        "perplexity.context=1024",
+        "perplexity.context=512",
         "speed.prompt_tokens=32",
         "speed.new_tokens=8",
         "speed.repeats=2",
@@ -103,7 +103,7 @@ def test_no_runtime_beats_the_roofline_and_every_timing_was_probed(all_results):
 
 def test_perplexity_is_sane_and_scored_on_the_same_tokens(sample_results):
     assert sample_results.eval_token_hash.nunique() == 1
-    assert (sample_results.eval_tokens == SCORED_TOKENS - 2).all()  # 2 windows of 1024, each one's first unscored
+    assert (sample_results.eval_tokens == SCORED_TOKENS - 2).all()  # 2 windows of 512, each one's first unscored
     assert all(math.isfinite(p) for p in sample_results.perplexity)
     fp32 = sample_results.loc["fp32", "perplexity"]
     assert 15 < fp32 < 30, f"fp32 perplexity {fp32} (23.2 on the first 4k tokens)"
@@ -181,6 +181,9 @@ def test_the_answer_at_every_floor_on_the_sample_records(sample_dir):
 def test_distribution_metrics_against_the_fp32_reference(sample_results):
     r = sample_results
     assert r.reference_computed.sum() == 1 and r.reference_key.nunique() == 1  # one reference for the sweep
+    # quality.reference=auto on a GGUF source: its de-quantized weights in torch, built by the fp32 run's own pass
+    assert (r.reference_configuration == "torch fp32").all() and r.loc["fp32", "reference_computed"]
+    assert r.reference_is_this_run.sum() == 1 and r.loc["fp32", "reference_is_this_run"]
     assert r.loc["fp32", "kld_mean"] < 1e-6 and r.loc["fp32", "same_top_rate"] == 100
     assert (r.kld_tokens == r.eval_tokens).all()
     for precision in ("bf16", "int8", "int8_dynamic", "int4"):

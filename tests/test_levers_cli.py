@@ -141,7 +141,7 @@ LLAMA_2_7B = LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=1
 
 def test_each_runtime_estimates_what_it_holds_of_a_7b_model():
     """A Llama-2-7B-shaped bf16 checkpoint (config only) on a 21 GiB budget: torch fp32 is refused with torch's
-    own figure; bf16 (one 13 GiB copy, no float32 one) and llama.cpp's mapped GGUFs fit, q4_k_m in about 4 GiB."""
+    own figure; bf16 (one 13 GiB copy, no float32 one) and llama.cpp's mapped GGUFs fit, q4_k_m in about 5.5 GiB."""
     shape = memory_estimate.ModelShape.of(LLAMA_2_7B, torch.bfloat16, gguf_source=False)
     assert 6.7e9 < shape.parameters < 6.8e9 and shape.checkpoint_bytes == 2
     workload = memory_estimate.Workload(batch_size=1, sequence_tokens=160, window=512)
@@ -150,7 +150,7 @@ def test_each_runtime_estimates_what_it_holds_of_a_7b_model():
     gib = {name: estimate.total / 2**30 for name, estimate in needed.items()}
     assert 25 < gib["fp32"] < 27 and 12.5 < gib["bf16"] < 13.5  # the weights at the precision's own dtype
     assert gib["bf16"] < gib["int8"] < gib["fp32"]  # int8 is made from the bf16 weights, beside them
-    assert 6.5 < gib["q8_0"] < 8 and 3.5 < gib["q4_k_m"] < 5 and gib["q4_k_m"] < gib["q8_0"]
+    assert 7 < gib["q8_0"] < 9 and 4 < gib["q4_k_m"] < 6 and gib["q4_k_m"] < gib["q8_0"]  # 7.2 and 4.4 GiB files
     assert needed["ort_int4"].conversion and sum(needed["ort_int4"].conversion.values()) > 2 * shape.parameters
     budget = 21 * 2**30
     with pytest.raises(EvalbenchError, match=r"needs an estimated 2\d\.\d\d GiB \(torch: this process 0\.00"):

@@ -166,3 +166,33 @@ def test_a_failed_task_runs_again_on_resume_and_the_rest_is_kept(tiny_args, tmp_
     assert row.perplexity == before.perplexity and row["task.lambada_openai.samples"] == 4
     assert "task.lambada_openai.error" not in after or pd.isna(row["task.lambada_openai.error"])
     assert not isinstance(row.get("quality_errors"), list) or row.quality_errors == []
+
+
+@pytest.mark.parametrize(
+    ("dtype", "fits", "expected"),
+    [
+        (torch.bfloat16, set(), "bf16"),  # the checkpoint's own: refused later, in one line, if it does not fit
+        (torch.float32, {"fp32"}, "fp32"),
+        (torch.float16, {"fp32", "f16"}, "fp32"),  # float16 upcast exactly
+        (torch.float16, {"f16"}, "f16"),  # else llama.cpp at the checkpoint's own f16
+    ],
+)
+def test_the_auto_reference_is_the_checkpoints_dtype(dtype, fits, expected, tmp_path, spm_tokenizer_dir):
+    from evalbench.config import ModelConfig
+    from evalbench.configuration import reference_name
+
+    folder = tiny_checkpoint(tmp_path / "model", "llama", spm_tokenizer_dir, dtype)
+    model = ModelConfig(name="tiny", path=str(folder))
+    assert reference_name("auto", model, tmp_path / "cache", lambda name: name in fits) == expected
+    assert reference_name("q8_0", model, tmp_path / "cache", lambda name: False) == "q8_0"  # as named
+
+
+def test_a_gguf_sources_auto_reference_is_its_dequantized_weights_when_they_fit(tmp_path):
+    from omegaconf import OmegaConf
+
+    from evalbench.config import CONFIG_DIR
+    from evalbench.configuration import reference_name
+
+    sample = OmegaConf.load(CONFIG_DIR / "model" / "smollm2-135m.yaml")
+    assert reference_name("auto", sample, tmp_path, lambda name: True) == "fp32"
+    assert reference_name("auto", sample, tmp_path, lambda name: name != "fp32") == "f16"

@@ -154,7 +154,7 @@ def random_table(runs: list[tuple]) -> pd.DataFrame:
     return with_objectives(pd.DataFrame(rows))
 
 
-@settings(max_examples=10, deadline=None)  # 18 recommendations each: about 2 s an example here
+@settings(max_examples=6, deadline=None)  # 18 recommendations each: about 2 s an example here
 @given(RUNS)
 def test_property_no_target_the_answer_is_never_dearer_at_a_looser_floor(runs):
     table = random_table(runs)

@@ -137,11 +137,16 @@ def with_process(needed: MemoryEstimate) -> MemoryEstimate:
     return MemoryEstimate(needed.runtime, needed.parts, needed.conversion, current_rss_bytes())
 
 
-def check_fits(needed: MemoryEstimate, available: int, what: str = "this configuration") -> None:
+FEWER_BYTES = "fewer weight bits, a smaller batch_size or speed.prompt_tokens"
+
+
+def check_fits(
+    needed: MemoryEstimate, available: int, what: str = "this configuration", remedy: str = FEWER_BYTES
+) -> None:
     """Raise one line naming the runtime's figure and the available memory when the estimate exceeds it."""
     if needed.total > available:
         raise EvalbenchError(
             f"{what} needs an estimated {needed.total / GIB:.2f} GiB ({needed.describe()}) but "
-            f"{available / GIB:.2f} GiB is available; valid: fewer weight bits, a smaller batch_size or "
-            "speed.prompt_tokens, a machine with more memory, or memory_check=false to try anyway"
+            f"{available / GIB:.2f} GiB is available; valid: {remedy}, a machine with more memory, or "
+            "memory_check=false to try anyway"
         )

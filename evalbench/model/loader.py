@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,24 +49,33 @@ def _unreadable_gguf(source: ModelSource, exc: Exception) -> EvalbenchError:
     return EvalbenchError(f"model.gguf_file={str(source.gguf_path)!r} could not be read as GGUF: {first_line}")
 
 
-def _convert_gguf(source: ModelSource, target: Path) -> None:
-    """De-quantize a GGUF checkpoint to FP32 safetensors in ``target`` (written atomically)."""
-    kwargs = {"gguf_file": source.gguf_file}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32, **kwargs)
-    except Exception as exc:  # gguf raises assorted types on a damaged file
-        raise _unreadable_gguf(source, exc) from exc
+def _saved_once(target: Path, source: ModelSource, read: Callable[[dict[str, str]], tuple[Any, ...]]) -> Path:
+    """``target`` holding what ``read`` makes of the GGUF file (objects with ``save_pretrained``), written once,
+    whole, behind a file lock."""
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").is_file():
+            return target
+        try:
+            parts = read({"gguf_file": source.gguf_file})
+        except Exception as exc:  # gguf raises assorted types on a damaged file
+            raise _unreadable_gguf(source, exc) from exc
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+        try:
+            for part in parts:
+                part.save_pretrained(staging)
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _dequantized(location: str, kwargs: dict[str, str]) -> tuple[Any, ...]:
+    """The GGUF's model de-quantized to FP32, and its tokenizer."""
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32, **kwargs)
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)  # the weights are plain FP32 now
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return model, AutoTokenizer.from_pretrained(location, **kwargs)
 
 
 def _check_model_dir(source: ModelSource) -> None:
@@ -97,10 +107,9 @@ def checkpoint_dir(cfg: ModelConfig, cache_dir: str | Path) -> tuple[str, ModelS
     if source.gguf_file is None:
         return source.location, source
     target = _gguf_cache_dir(source.gguf_path, Path(cache_dir).expanduser())
-    with FileLock(str(target) + ".lock"):
-        if not (target / "config.json").is_file():
-            with logged_step(log, f"converting {source.gguf_path} to FP32 (once; cached in {target})"):
-                _convert_gguf(source, target)
+    if not (target / "config.json").is_file():
+        with logged_step(log, f"converting {source.gguf_path} to FP32 (once; cached in {target})"):
+            _saved_once(target, source, lambda kwargs: _dequantized(source.location, kwargs))
     return str(target), source
 
 
@@ -117,23 +126,14 @@ def _from_pretrained(loader: Any, cfg: ModelConfig, location: str, **kwargs: Any
 def _gguf_metadata_dir(source: ModelSource, cache_dir: str | Path) -> Path:
     """The tokenizer and config a GGUF file's metadata holds, saved once beside its converted copies."""
     target = _gguf_cache_dir(source.gguf_path, Path(cache_dir).expanduser(), "-metadata")
-    with FileLock(str(target) + ".lock"):
-        if not (target / "config.json").is_file():
-            kwargs = {"gguf_file": source.gguf_file}
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
-                config = AutoConfig.from_pretrained(source.location, **kwargs)
-            except Exception as exc:  # gguf raises assorted types on a damaged file
-                raise _unreadable_gguf(source, exc) from exc
-            target.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-            try:
-                tokenizer.save_pretrained(staging)
-                config.save_pretrained(staging)
-                os.replace(staging, target)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return _saved_once(
+        target,
+        source,
+        lambda kwargs: (
+            AutoTokenizer.from_pretrained(source.location, **kwargs),
+            AutoConfig.from_pretrained(source.location, **kwargs),
+        ),
+    )
 
 
 def metadata_dir(cfg: ModelConfig, cache_dir: str | Path) -> tuple[str, ModelSource]:

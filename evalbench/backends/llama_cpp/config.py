@@ -19,7 +19,7 @@ KV_CACHE_TYPES = {
     "q4_0": ("GGML_TYPE_Q4_0", 18 / 32),
 }
 FLASH_ATTN = ("auto", "on", "off")
-EMBEDDING_BITS = 8.5  # the quantizer keeps the embedding and output head at q8_0 or q6_k, whatever the type
+EMBEDDING_BITS = 16  # the quantizer keeps the embedding and output head at q6_k, q8_0 or f16, whatever the type
 LOAD_MODES = {"mmap": "LLAMA_LOAD_MODE_MMAP", "read": "LLAMA_LOAD_MODE_NONE", "mlock": "LLAMA_LOAD_MODE_MLOCK"}
 
 
@@ -48,17 +48,31 @@ class LlamaCppConfig(BackendConfig):
     gguf_file: str | None = None
 
     def memory_needed(self, precision: Any, shape: ModelShape, workload: Workload, pruning: Pruning) -> MemoryEstimate:
-        """The GGUF file, mapped (its pages resident once touched; the embeddings at 8.5 bits or more), the KV
-        cache of the larger of the scoring and generation contexts at ``kv_cache_type``, one window's logits
-        (llama.cpp's float32 buffer and evalbench's). Converting and quantizing hold a tensor or two at a time."""
+        """The GGUF file, mapped (the embeddings at 16 bits at most), the KV cache of the larger of the scoring and
+        generation contexts at ``kv_cache_type``, the compute buffer of one ``n_ubatch``, one window's logits
+        (llama.cpp's float32 and evalbench's). Converting and quantizing hold a tensor or two at a time.
+
+        4-bit weights llama.cpp re-lays out on load for its CPU kernels (``repacked_weight_bytes``) take the
+        place of the mapped pages they were made from: the process's resident size counts both, but the kernel
+        drops those clean file pages when memory is short, so they are not counted as needed.
+        """
         bits = precision.bits_per_weight
-        kv_tokens = max(workload.generation_tokens, max(self.n_ctx, workload.window) if workload.window else 0)
+        n_ctx = max(self.n_ctx, workload.window) if workload.window else 0
+        kv_tokens = max(workload.generation_tokens, n_ctx)
         parts = {
             "mapped GGUF": shape.weight_bytes(bits, max(bits, EMBEDDING_BITS) / 8),
             "KV cache": shape.kv_bytes(kv_tokens, KV_CACHE_TYPES[self.kv_cache_type][1]),
+            "compute buffer": self._compute_buffer(shape.text_config, max(n_ctx, workload.sequence_tokens)),
             "logits": self.logits_memory(precision, shape, workload),
         }
         return MemoryEstimate("llama_cpp", parts, {"converter's tensors": 2 * 4 * shape.largest_tensor})
+
+    def _compute_buffer(self, text_config: Any, n_ctx: int) -> int:
+        """float32 activations of one ``n_ubatch``: its logits, feed-forward and attention scores (no flash)."""
+        hidden = text_config.hidden_size
+        intermediate = getattr(text_config, "intermediate_size", None) or 4 * hidden
+        heads = text_config.num_attention_heads
+        return 4 * self.n_ubatch * (text_config.vocab_size + 3 * intermediate + n_ctx * heads)
 
     def __post_init__(self) -> None:
         for key in ("n_ctx", "n_batch", "n_ubatch"):

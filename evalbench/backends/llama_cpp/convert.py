@@ -34,6 +34,7 @@ from filelock import FileLock
 from evalbench.errors import EvalbenchError
 from evalbench.model.loader import checkpoint_dir
 from evalbench.model.source import resolve_source
+from evalbench.progress import logged_step
 
 # A tensor to write: its GGUF name, numpy shape, and a function returning its float32 data.
 Tensor = tuple[str, tuple[int, ...], Callable[[], np.ndarray]]
@@ -152,7 +153,8 @@ def quantize(base: Path, target: Path, ftype: str, threads: int) -> None:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, ftype)
     params.nthread = threads
-    with _staging(target) as staging:
+    what = f"quantizing {base.name} to {target.stem} with llama_model_quantize (once; cached as {target})"
+    with logged_step(log, what), _staging(target) as staging:
         status = llama_cpp.llama_model_quantize(str(base).encode(), str(staging).encode(), ctypes.byref(params))
         if status != 0:
             raise EvalbenchError(f"llama_model_quantize could not write {ftype} from {base} (returned {status})")
@@ -202,13 +204,8 @@ def gguf_from_hf(model_dir: Path, target: Path, outtype: str, folder: Path) -> N
         "PYTHONPATH": os.pathsep.join(filter(None, [str(folder / "gguf-py"), os.environ.get("PYTHONPATH")])),
     }
     command = [sys.executable, str(folder / "convert_hf_to_gguf.py"), str(model_dir), "--outtype", outtype]
-    log.info(
-        "converting %s to %s GGUF with llama.cpp's convert_hf_to_gguf.py (once; cached as %s)",
-        model_dir,
-        outtype,
-        target,
-    )
-    with _staging(target) as staging:
+    what = f"converting {model_dir} to {outtype} GGUF with llama.cpp's convert_hf_to_gguf.py (once; cached as {target})"
+    with logged_step(log, what), _staging(target) as staging:
         done = subprocess.run(
             [*command, "--outfile", str(staging)], env=env, capture_output=True, text=True, check=False
         )
