@@ -14,21 +14,14 @@ same precision without it, in the same run. Memory columns are in MiB: the highe
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from memory_estimates import estimates_now
 
 import evalbench
 from evalbench.analysis.objectives import with_objectives
-from evalbench.config import CONFIG_DIR
-from evalbench.configuration import Configuration
-from evalbench.metrics.memory_estimate import ModelShape, Workload
-from evalbench.model.loader import checkpoint_dtype, load_config
 
 COMMON = [
     "threads=2",
@@ -57,38 +50,6 @@ def measure(results_dir: str) -> None:
         print(f"== {name}", flush=True)
         command = [sys.executable, "-m", "evalbench", "-m", *overrides, *COMMON, f"results_dir={results_dir}"]
         subprocess.run(command, check=False)
-
-
-def _group(run: pd.Series, group: str) -> dict:
-    """The run's recorded ``config.<group>`` node, unflattened."""
-    prefix = f"config.{group}."
-    node: dict = {}
-    for column, value in run.items():
-        if column.startswith(prefix) and not (isinstance(value, float) and pd.isna(value)):
-            *parents, leaf = column[len(prefix) :].split(".")
-            target = node
-            for parent in parents:
-                target = target.setdefault(parent, {})
-            target[leaf] = value
-    return node
-
-
-def estimates_now(runs: pd.DataFrame) -> pd.Series:
-    """Each run's memory estimate by the code as it is now (records keep the estimate of the code that ran), with
-    what its process held before loading as recorded (0 for records older than that field)."""
-    cache_dir = Path(os.environ.get("EVALBENCH_CACHE_DIR", "~/.cache/evalbench")).expanduser()
-    config = load_config(OmegaConf.load(CONFIG_DIR / "model" / "smollm2-135m.yaml"), cache_dir)
-    shape = ModelShape.of(config, checkpoint_dtype(config), gguf_source=True)
-
-    def now(run: pd.Series) -> float:
-        configuration = Configuration(
-            *(instantiate(_group(run, group)) for group in ("backend", "precision", "pruning"))
-        )
-        workload = Workload(int(run.batch_size), int(run.prompt_tokens + run.new_tokens), int(run.ppl_context))
-        process = run.get("memory_estimate_parts.process", 0)
-        return configuration.memory_needed(shape, workload).total + (0 if pd.isna(process) else process)
-
-    return runs.apply(now, axis=1)
 
 
 def table(results_dir: str) -> pd.DataFrame:

@@ -180,7 +180,12 @@ def test_precision_fields():
 
 # The model builder's architectures beyond Llama, as bf16 checkpoints (conftest's tiny shape): each exported at
 # fp32 scores a WikiText-2 window as torch does at fp32 (the bf16 weights upcast by both).
-ORT_ARCHITECTURES = {"mistral": {}, "qwen2": {}, "phi3": {}, "gemma2": {"query_pre_attn_scalar": 16}}
+ORT_ARCHITECTURES = {
+    "mistral": {},
+    "qwen2": {},
+    "phi3": {"original_max_position_embeddings": 512},  # Phi-3-mini's RoPE (the builder's LongRoPE needs factors)
+    "gemma2": {"sliding_window": 128, "query_pre_attn_scalar": 16},  # a window the scored 300 tokens exceed
+}
 
 
 @pytest.mark.parametrize("model_type", ORT_ARCHITECTURES)

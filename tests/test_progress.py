@@ -92,5 +92,5 @@ def test_a_record_carries_the_time_each_step_took(tiny_model_dir, tmp_path, capl
     lines = "\n".join(_messages(caplog))
     assert "loading tiny at torch int8 (converting unless cached) ..." in lines
     assert re.search(r"^converting to int8: done in [\d.]+ s$", lines, re.M)
-    assert re.search(r"^building the stored reference at precision=fp32: done in [\d.]+ s$", lines, re.M)
+    assert re.search(r"^building the stored reference with torch fp32: done in [\d.]+ s$", lines, re.M)
     assert re.search(r"^scoring window 1/3 \(128 tokens, [\d.]+ s elapsed, about [\d.]+ s left\)$", lines, re.M)

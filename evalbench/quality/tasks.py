@@ -49,10 +49,15 @@ def local_task_config(name: str) -> dict[str, Any] | None:
 
 
 @functools.cache
-def _stock_task_names() -> frozenset[str]:
+def _task_manager() -> Any:
+    """lm-eval's index of its stock tasks, built once per process (about 10 s: it reads every task's YAML)."""
     from lm_eval.tasks import TaskManager
 
-    return frozenset(TaskManager().all_tasks)
+    return TaskManager()
+
+
+def _stock_task_names() -> frozenset[str]:
+    return frozenset(_task_manager().all_tasks)
 
 
 class TaskError(Exception):
@@ -150,6 +155,7 @@ def _evaluate(task: TaskSpec, lm: Any, quality: DictConfig) -> dict[str, Any]:
     output = simple_evaluate(
         model=lm,
         tasks=[task.spec],
+        task_manager=_task_manager(),  # not a fresh index per configuration
         limit=quality.limit,
         bootstrap_iters=quality.bootstrap_iters,
         log_samples=False,
