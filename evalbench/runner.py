@@ -34,7 +34,14 @@ from evalbench.isolation import measure_in_child
 from evalbench.metrics.bandwidth import read_bandwidth
 from evalbench.metrics.machine_probe import ProbeReference, ProbeSettings, probe_seconds, timed_with_probe
 from evalbench.metrics.memory import peak_rss_bytes, release_freed_memory, reset_peak_rss
-from evalbench.metrics.memory_estimate import ModelShape, Workload, available_bytes, check_fits, with_process
+from evalbench.metrics.memory_estimate import (
+    MemoryEstimate,
+    ModelShape,
+    Workload,
+    available_bytes,
+    check_fits,
+    with_process,
+)
 from evalbench.metrics.perplexity import Corpus, tokenize
 from evalbench.metrics.speed import measure_speed, prompt_batch
 from evalbench.metrics.timing_lock import timed_alone
@@ -49,6 +56,7 @@ from evalbench.quality.tasks import resolve_tasks, run_tasks
 from evalbench.results import ensure_writable, find_recorded, write_record
 
 log = logging.getLogger(__name__)
+REFERENCE_REMEDY = "quality.reference=<a precision that fits, e.g. q8_0> or null"
 
 
 def _now() -> str:
@@ -130,9 +138,9 @@ def _plan_scoring(
     if not cfg.perplexity.enabled:
         return None
     record.update(ppl_context=cfg.perplexity.context, ppl_max_tokens=cfg.perplexity.max_tokens or None)
-    if reference is not None:
-        record.update(reference_configuration=reference.label, reference_is_this_run=reference.describe() == config)
     plan = scoring.plan(cfg, results_dir, corpus, location, config, reference)
+    if reference is not None:
+        record.update(reference_configuration=reference.label, reference_is_this_run=plan.same_as_reference)
     record["ppl_stride"] = plan.stride
     return None if scoring.reuse_cached(plan, results_dir, record) else plan
 
@@ -196,24 +204,17 @@ def _reference(cfg: DictConfig, shape: ModelShape, available: int) -> Configurat
 def _check_memory(
     cfg: DictConfig, configuration: Configuration, shape: ModelShape, reference: Configuration | None,
     record: dict[str, Any], available: int,
-) -> None:  # fmt: skip
-    """Record the configuration's estimated peak memory (and the reference's, built first when missing); refuse
-    either, in one line naming the runtime's figure, when it exceeds what is available."""
+) -> MemoryEstimate | None:  # fmt: skip
+    """Record the configuration's estimated peak memory and the reference's; refuse the configuration, in one line
+    naming the runtime's figure, when it exceeds what is available. Returns the reference's estimate."""
     needed = with_process(configuration.memory_needed(shape, _workload(cfg)))
     record.update(needed.to_record(), memory_available_bytes=available, memory_estimate_runtime=needed.runtime)
-    if reference is not None:
-        reference_needed = with_process(reference.memory_needed(shape, _workload(cfg)))
+    reference_needed = None if reference is None else with_process(reference.memory_needed(shape, _workload(cfg)))
+    if reference_needed is not None:
         record.update(reference_needed.to_record("reference_memory_estimate"))
     if cfg.memory_check:
         check_fits(needed, available)
-
-
-def _check_reference_memory(cfg: DictConfig, reference: Configuration, shape: ModelShape, available: int) -> None:
-    """Refuse, before loading it, a reference that does not fit."""
-    if cfg.memory_check:
-        needed = with_process(reference.memory_needed(shape, _workload(cfg)))
-        what = f"the reference {reference.label} (quality.reference={cfg.quality.reference})"
-        check_fits(needed, available, what, "quality.reference=<a precision that fits, e.g. q8_0> or null")
+    return reference_needed
 
 
 def _measure(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None:
@@ -239,10 +240,15 @@ def _measure_configuration(
     shape, available = _model_shape(cfg), available_bytes()
     reference = _reference(cfg, shape, available) if cfg.perplexity.enabled else None
     plan = _plan_scoring(cfg, record, results_dir, corpus, source.location, configuration.describe(), reference)
-    _check_memory(cfg, configuration, shape, reference, record, available)
+    reference_needed = _check_memory(cfg, configuration, shape, reference, record, available)
 
     def reference_backend(reference: Configuration) -> Backend:
-        _check_reference_memory(cfg, reference, shape, available)
+        """The reference's backend, loaded: refused in one line first when it would not fit."""
+        if cfg.memory_check and reference_needed is not None:
+            what = f"the reference {reference.label} (quality.reference={cfg.quality.reference})"
+            check_fits(
+                reference_needed, available, what, "quality.reference=<a precision that fits, e.g. q8_0> or null"
+            )
         return _reference_backend(cfg, reference, tokenizer)
 
     computed_reference = plan is not None and scoring.prepare_reference(plan, reference_backend, record["run_id"])

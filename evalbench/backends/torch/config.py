@@ -41,11 +41,14 @@ class TorchConfig(BackendConfig):
         return 2 if precision.weight_bits < 32 and not precision.activations_quantized else 4
 
     def memory_needed(self, precision: Any, shape: ModelShape, workload: Workload, pruning: Pruning) -> MemoryEstimate:
-        """The weights at the load dtype (the checkpoint's when pruning, which rewrites them: a second copy), its
-        16-bit cast, the quantized layers beside it while they are made, the KV cache, one window's logits."""
+        """The weights at the load dtype (the checkpoint's when pruning, which rewrites them: a second copy), the
+        checkpoint's pages read while casting to another dtype, the 16-bit cast, the quantized layers beside it
+        while they are made, the KV cache, one window's logits."""
         load = shape.checkpoint_bytes if pruning.enabled else precision.load_dtype.itemsize
         compute = 4 if precision.load_dtype == torch.float32 else 2
         parts = {"weights as loaded": shape.parameters * load}
+        if load != shape.checkpoint_bytes:  # the checkpoint's mapped pages, resident while they are cast
+            parts["checkpoint read while casting"] = shape.parameters * shape.checkpoint_bytes
         if pruning.enabled:
             parts["pruned copy"] = shape.parameters * load
             if compute < load:
