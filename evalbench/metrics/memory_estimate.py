@@ -37,6 +37,7 @@ class ModelShape:
     checkpoint_bytes: int  # bytes per parameter as stored: 2 for bf16, 4 for fp32 (and a de-quantized GGUF)
     largest_tensor: int  # values in the largest weight (the embedding, mostly): converters hold one at a time
     embedding_parameters: int  # the input embedding's, and the output head's when not tied: kept unquantized
+    largest_linear: int  # values in the largest linear layer's weight but the output head's (quantized one at a time)
     gguf_source: bool = False  # the model is a GGUF file: torch and the ONNX builder read its FP32 de-quantized copy
 
     @classmethod
@@ -48,8 +49,12 @@ class ModelShape:
         sizes = [p.numel() for p in model.parameters()]
         heads = (model.get_input_embeddings(), model.get_output_embeddings())
         embeddings = {id(m.weight): m.weight.numel() for m in heads if m is not None}  # tied: counted once
+        linears = [m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not heads[1]]
         itemsize = 4 if gguf_source else torch.empty((), dtype=checkpoint_dtype).element_size()
-        return cls(sum(sizes), config.get_text_config(), itemsize, max(sizes), sum(embeddings.values()), gguf_source)
+        return cls(
+            sum(sizes), config.get_text_config(), itemsize, max(sizes), sum(embeddings.values()),
+            max(linears, default=0), gguf_source,
+        )  # fmt: skip
 
     def weight_bytes(self, bits: float, embedding_bytes: float) -> int:
         """The weights with the linear layers at ``bits`` per value and the embeddings at ``embedding_bytes``."""

@@ -55,6 +55,7 @@ class TorchConfig(BackendConfig):
                 parts["16-bit cast"] = shape.parameters * compute
         if precision.weight_bits < 16:
             parts["quantized weights"] = shape.weight_bytes(precision.weight_bits, 0)
+            parts["quantizing one layer"] = 3 * 4 * shape.largest_linear  # its float32 weight, scaled and rounded
         parts["KV cache"] = shape.kv_bytes(workload.generation_tokens, compute)
         parts["logits"] = self.logits_memory(precision, shape, workload)
         return MemoryEstimate("torch", parts, shape.dequantized_copy_bytes())
