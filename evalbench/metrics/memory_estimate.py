@@ -69,6 +69,16 @@ class ModelShape:
         """The KV cache of ``tokens`` positions (all sequences together) at ``bytes_per_value``."""
         return int(tokens * kv_values_per_token(self.text_config) * bytes_per_value)
 
+    def activation_bytes(self, workload: Workload, bytes_per_value: int) -> int:
+        """One layer's intermediates in the larger forward pass (a scoring window, or the batch's prefill): the
+        hidden states and norms, the MLP's gate, up and product, and the attention scores of every head."""
+        config = self.text_config
+        prefill = (workload.generation_tokens, workload.sequence_tokens)
+        tokens, sequence = max((workload.window, workload.window), prefill)
+        intermediate = getattr(config, "intermediate_size", None) or 4 * config.hidden_size
+        per_token = 4 * config.hidden_size + 3 * intermediate + config.num_attention_heads * sequence
+        return tokens * per_token * bytes_per_value
+
     def window_logits_bytes(self, window: int, logits_bytes: int) -> int:
         return window_logits_bytes(window, self.text_config.vocab_size, logits_bytes)
 

@@ -50,13 +50,15 @@ class OrtGenaiConfig(BackendConfig):
 
     def memory_needed(self, precision: Any, shape: ModelShape, workload: Workload, pruning: Pruning) -> MemoryEstimate:
         """The session: its initializers (linear layers at the precision, the embeddings and head in float32) and
-        the copies MLAS pre-packs them into, a float32 KV cache, one window's logits. Exporting (the model builder,
+        the copies MLAS pre-packs them into, a float32 KV cache, one layer's
+        activations, one window's logits. Exporting (the model builder,
         a process of its own) loads the checkpoint and holds the float32 graph it writes and quantizes."""
         weights = shape.weight_bytes(precision.weight_bits, 4)
         parts = {
             "session weights": weights,
             "pre-packed weights": weights,
             "KV cache": shape.kv_bytes(max(workload.generation_tokens, workload.window), 4),
+            "activations": shape.activation_bytes(workload, 4),
             "logits": self.logits_memory(precision, shape, workload),
         }
         conversion = {

@@ -43,7 +43,7 @@ class TorchConfig(BackendConfig):
     def memory_needed(self, precision: Any, shape: ModelShape, workload: Workload, pruning: Pruning) -> MemoryEstimate:
         """The weights at the load dtype (the checkpoint's when pruning, which rewrites them: a second copy), the
         checkpoint's pages read while casting to another dtype, the 16-bit cast, the quantized layers beside it
-        while they are made, the KV cache, one window's logits."""
+        while they are made, the KV cache, one layer's activations, one window's logits."""
         load = shape.checkpoint_bytes if pruning.enabled else precision.load_dtype.itemsize
         compute = 4 if precision.load_dtype == torch.float32 else 2
         parts = {"weights as loaded": shape.parameters * load}
@@ -57,6 +57,7 @@ class TorchConfig(BackendConfig):
             parts["quantized weights"] = shape.weight_bytes(precision.weight_bits, 0)
             parts["quantizing one layer"] = 3 * 4 * shape.largest_linear  # its float32 weight, scaled and rounded
         parts["KV cache"] = shape.kv_bytes(workload.generation_tokens, compute)
+        parts["activations"] = shape.activation_bytes(workload, compute)
         parts["logits"] = self.logits_memory(precision, shape, workload)
         return MemoryEstimate("torch", parts, shape.dequantized_copy_bytes())
 
