@@ -19,14 +19,14 @@ from omegaconf import OmegaConf
 from round_robin import print_medians, time_round_robin
 
 from evalbench.backends.torch.config import TorchConfig
+from evalbench.backends.torch.precision.fp32 import FP32
+from evalbench.backends.torch.precision.int4 import Int4WeightOnly
+from evalbench.backends.torch.precision.int8 import Int8WeightOnly
 from evalbench.config import CONFIG_DIR, DatasetConfig
 from evalbench.dataset.text import load_text
 from evalbench.metrics.perplexity import tokenize
 from evalbench.metrics.speed import prompt_batch
 from evalbench.model.loader import load_tokenizer
-from evalbench.precision.fp32 import FP32
-from evalbench.precision.int4 import Int4WeightOnly
-from evalbench.precision.int8 import Int8WeightOnly
 
 CONFIGURATIONS = {  # name -> (precision, compile)
     "eager fp32": (FP32(), False),

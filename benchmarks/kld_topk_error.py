@@ -20,16 +20,16 @@ import numpy as np
 import torch
 
 from evalbench.backends.torch.backend import model_log_probs
+from evalbench.backends.torch.precision.bf16 import BF16
+from evalbench.backends.torch.precision.int4 import Int4WeightOnly
+from evalbench.backends.torch.precision.int8 import Int8WeightOnly
+from evalbench.backends.torch.precision.int8_dynamic import Int8Dynamic
 from evalbench.config import DatasetConfig, ModelConfig
 from evalbench.dataset.text import load_text
 from evalbench.environment import fingerprint
 from evalbench.metrics.divergence import Reference, compare, exact_kld
 from evalbench.metrics.perplexity import scored_text, tokenize, window_log_probs
 from evalbench.model.loader import load_model, load_tokenizer
-from evalbench.precision.bf16 import BF16
-from evalbench.precision.int4 import Int4WeightOnly
-from evalbench.precision.int8 import Int8WeightOnly
-from evalbench.precision.int8_dynamic import Int8Dynamic
 
 PRECISIONS = {
     "bf16": BF16(),

@@ -25,10 +25,10 @@ import torch
 
 from evalbench.backends.llama_cpp.backend import LlamaCppBackend
 from evalbench.backends.llama_cpp.config import FLASH_ATTN, LlamaCppConfig
+from evalbench.backends.llama_cpp.precision import GGUF_TYPES, GGUFType
 from evalbench.config import DatasetConfig, ModelConfig
 from evalbench.dataset.text import load_text
 from evalbench.model.loader import load_tokenizer
-from evalbench.precision.gguf import GGUF_TYPES, GGUFType
 
 SAMPLE = ModelConfig(
     name="smollm2-135m",

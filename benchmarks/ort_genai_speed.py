@@ -19,13 +19,13 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from evalbench.backends.ort_genai.config import OrtGenaiConfig
+from evalbench.backends.ort_genai.precision import ONNX_TYPES, OnnxPrecision
 from evalbench.config import DatasetConfig, ModelConfig
 from evalbench.dataset.text import load_text
 from evalbench.environment import fingerprint
 from evalbench.metrics.perplexity import tokenize
 from evalbench.metrics.speed import measure_speed, prompt_batch
 from evalbench.model.loader import checkpoint_dir
-from evalbench.precision.onnx import ONNX_TYPES, OnnxPrecision
 
 SAMPLE = ModelConfig(
     name="smollm2-135m",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, ListConfig, OmegaConf
 
 from evalbench.affinity import AFFINITIES
 from evalbench.errors import EvalbenchError
@@ -77,7 +77,9 @@ class SpeedConfig:
     """Greedy generation timing (``evalbench/metrics/speed.py``)."""
 
     enabled: bool = True
-    prompt_tokens: int = 128
+    # Context depth(s) (llama-bench -d): an integer, or a list whose first is the run's figure and each
+    # other is timed too (``speed_at_depth``); an axis with -m speed.prompt_tokens=128,2048. Any: a list.
+    prompt_tokens: Any = 128
     new_tokens: int = 64
     warmup: int = 1
     repeats: int = 3  # timed generations at least
@@ -172,7 +174,9 @@ class EvalbenchConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     backend: Any = MISSING  # instantiated through its ``_target_`` (``evalbench/backends``)
-    precision: Any = MISSING  # instantiated through its ``_target_`` (``evalbench/precision``)
+    precision: Any = (
+        MISSING  # instantiated through its ``_target_`` (its runtime's ``evalbench/backends/<runtime>/precision``)
+    )
     pruning: Any = MISSING  # instantiated through its ``_target_`` (``evalbench/pruning``)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
@@ -220,6 +224,25 @@ def register_configs() -> None:
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise EvalbenchError(message)
+
+
+def cache_dir(cfg: Any) -> Path:
+    """``cfg.cache_dir`` as an absolute path (relative to where evalbench was started, as Hydra resolves it)."""
+    from hydra.utils import to_absolute_path
+
+    return Path(to_absolute_path(str(Path(cfg.cache_dir).expanduser())))
+
+
+def prompt_depths(speed: Any) -> list[int]:
+    """``speed.prompt_tokens`` as a list of depths, the run's own first; one line naming a bad value."""
+    value = speed.prompt_tokens
+    depths = list(value) if isinstance(value, list | ListConfig) else [value]
+    valid = depths and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in depths)
+    _check(
+        bool(valid) and len(set(depths)) == len(depths),
+        f"speed.prompt_tokens={value} is invalid; valid: an integer >= 1, or a list of different ones ([128,2048])",
+    )
+    return depths
 
 
 def validate(cfg: Any) -> None:
@@ -273,7 +296,7 @@ def validate(cfg: Any) -> None:
         quality.bootstrap_iters >= 0,
         f"quality.bootstrap_iters={quality.bootstrap_iters} is invalid; valid: an integer >= 0",
     )
-    _check(speed.prompt_tokens >= 1, f"speed.prompt_tokens={speed.prompt_tokens} is invalid; valid: an integer >= 1")
+    prompt_depths(speed)
     _check(speed.new_tokens >= 2, f"speed.new_tokens={speed.new_tokens} is invalid; valid: an integer >= 2")
     _check(speed.warmup >= 0, f"speed.warmup={speed.warmup} is invalid; valid: an integer >= 0")
     _check(speed.repeats >= 1, f"speed.repeats={speed.repeats} is invalid; valid: an integer >= 1")

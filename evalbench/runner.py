@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.utils import get_class, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -26,27 +25,22 @@ from omegaconf.errors import OmegaConfBaseException
 from evalbench.affinity import bound
 from evalbench.backends.base import Backend
 from evalbench.composition import check_composed, select_value
-from evalbench.configuration import Configuration, check_configuration, named_configuration, reference_name
+from evalbench.config import cache_dir, prompt_depths
+from evalbench.configuration import Configuration, check_configuration
 from evalbench.dataset.text import load_text
 from evalbench.environment import fingerprint
 from evalbench.errors import EvalbenchError, one_line
 from evalbench.isolation import measure_in_child
-from evalbench.metrics.bandwidth import read_bandwidth
-from evalbench.metrics.machine_probe import ProbeReference, ProbeSettings, probe_seconds, timed_with_probe
+from evalbench.memory_plan import REFERENCE_REMEDY, check_memory, model_shape, reference_configuration
 from evalbench.metrics.memory import peak_rss_bytes, release_freed_memory, reset_peak_rss
 from evalbench.metrics.memory_estimate import (
-    MemoryEstimate,
-    ModelShape,
-    Workload,
     available_bytes,
     check_fits,
-    with_process,
 )
 from evalbench.metrics.perplexity import Corpus, tokenize
-from evalbench.metrics.speed import measure_speed, prompt_batch
-from evalbench.metrics.timing_lock import timed_alone
+from evalbench.metrics.speed import prompt_batch
 from evalbench.model import reuse
-from evalbench.model.loader import checkpoint_dtype, load_config, load_tokenizer
+from evalbench.model.loader import load_tokenizer
 from evalbench.model.source import ModelSource, resolve_source
 from evalbench.progress import logged_step
 from evalbench.pruning.base import Pruning
@@ -54,9 +48,9 @@ from evalbench.pruning.calibration import calibration_ids
 from evalbench.quality import scoring
 from evalbench.quality.tasks import resolve_tasks, run_tasks
 from evalbench.results import ensure_writable, find_recorded, write_record
+from evalbench.timed_generation import record_roofline, time_generation, time_other_depths
 
 log = logging.getLogger(__name__)
-REFERENCE_REMEDY = "quality.reference=<a precision that fits, e.g. q8_0> or null"
 
 
 def _now() -> str:
@@ -98,13 +92,9 @@ def new_record(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def _cache_dir(cfg: DictConfig) -> Path:
-    return Path(to_absolute_path(str(Path(cfg.cache_dir).expanduser())))
-
-
 def _needed_tokens(cfg: DictConfig) -> int | None:
     """How many leading tokens of the text this run uses (None: all of them)."""
-    speed = cfg.batch_size * cfg.speed.prompt_tokens if cfg.speed.enabled else 0
+    speed = cfg.batch_size * max(prompt_depths(cfg.speed)) if cfg.speed.enabled else 0
     if cfg.perplexity.enabled:
         return max(cfg.perplexity.max_tokens, speed) if cfg.perplexity.max_tokens else None
     return speed or 1
@@ -115,7 +105,7 @@ def _read_tokens(cfg: DictConfig, record: dict[str, Any]) -> tuple[Any, ModelSou
     the whole text."""
     text = load_text(cfg.dataset)
     record["dataset_source"] = text.source
-    tokenizer, source = load_tokenizer(cfg.model, _cache_dir(cfg))
+    tokenizer, source = load_tokenizer(cfg.model, cache_dir(cfg))
     record.update(model_location=source.location, gguf_file=source.gguf_file)
     return tokenizer, source, tokenize(text.text, tokenizer, _needed_tokens(cfg)), text.text
 
@@ -147,7 +137,7 @@ def _plan_scoring(
 
 def _reference_backend(cfg: DictConfig, reference: Configuration, tokenizer: Any) -> Backend:
     """The reference configuration's backend, loaded with this run's threads: it builds the stored reference."""
-    backend = reference.backend.build(reference.precision, cfg.model, _cache_dir(cfg))
+    backend = reference.backend.build(reference.precision, cfg.model, cache_dir(cfg))
     backend.load(tokenizer)
     backend.set_threads(cfg.threads)
     return backend
@@ -156,7 +146,7 @@ def _reference_backend(cfg: DictConfig, reference: Configuration, tokenizer: Any
 def _load_backend(cfg: DictConfig, configuration: Configuration, tokenizer: Any, record: dict[str, Any]) -> Backend:
     """The backend with the model loaded at the precision; in-process sweeps reuse the last one."""
     key = reuse.reuse_key(
-        OmegaConf.to_container(cfg.model, resolve=True), configuration.describe(), str(_cache_dir(cfg))
+        OmegaConf.to_container(cfg.model, resolve=True), configuration.describe(), str(cache_dir(cfg))
     )
     started = time.perf_counter()
     kept = reuse.take(key) if cfg.isolation == "none" else None
@@ -164,9 +154,7 @@ def _load_backend(cfg: DictConfig, configuration: Configuration, tokenizer: Any,
     release_freed_memory()  # an earlier configuration's model, dropped by take()
     if kept is None:
         reset_peak_rss()  # load_peak_rss_bytes: the peak while loading and converting
-        backend = configuration.backend.build(
-            configuration.precision, cfg.model, _cache_dir(cfg), configuration.pruning
-        )
+        backend = configuration.backend.build(configuration.precision, cfg.model, cache_dir(cfg), configuration.pruning)
         what = f"loading {record['model']} at {record['backend']} {record['precision']} (converting unless cached)"
         with logged_step(log, what):
             fields = backend.load(tokenizer)
@@ -176,45 +164,6 @@ def _load_backend(cfg: DictConfig, configuration: Configuration, tokenizer: Any,
     record.update(kept.fields, backend_version=kept.backend.version(), model_reused=reused)
     record["load_step_time_s"] = time.perf_counter() - started  # converting unless cached, loading; ~0 when reused
     return kept.backend
-
-
-def _model_shape(cfg: DictConfig) -> ModelShape:
-    """The model's size and shape, from its config alone."""
-    config = load_config(cfg.model, _cache_dir(cfg))
-    gguf_source = resolve_source(cfg.model).gguf_file is not None
-    return ModelShape.of(config, checkpoint_dtype(config), gguf_source, cfg.model.trust_remote_code)
-
-
-def _workload(cfg: DictConfig) -> Workload:
-    sequence = cfg.speed.prompt_tokens + cfg.speed.new_tokens if cfg.speed.enabled else 0
-    return Workload(cfg.batch_size, sequence, cfg.perplexity.context if cfg.perplexity.enabled else 0)
-
-
-def _reference(cfg: DictConfig, shape: ModelShape, available: int) -> Configuration | None:
-    """The reference configuration (``quality.reference``; ``auto``: the model's own precision), or None."""
-    if cfg.quality.reference is None:
-        return None
-
-    def fits(name: str) -> bool:
-        return with_process(named_configuration(name).memory_needed(shape, _workload(cfg))).total <= available
-
-    return named_configuration(reference_name(cfg.quality.reference, cfg.model, _cache_dir(cfg), fits))
-
-
-def _check_memory(
-    cfg: DictConfig, configuration: Configuration, shape: ModelShape, reference: Configuration | None,
-    record: dict[str, Any], available: int,
-) -> MemoryEstimate | None:  # fmt: skip
-    """Record the configuration's estimated peak memory and the reference's; refuse the configuration, in one line
-    naming the runtime's figure, when it exceeds what is available. Returns the reference's estimate."""
-    needed = with_process(configuration.memory_needed(shape, _workload(cfg)))
-    record.update(needed.to_record(), memory_available_bytes=available, memory_estimate_runtime=needed.runtime)
-    reference_needed = None if reference is None else with_process(reference.memory_needed(shape, _workload(cfg)))
-    if reference_needed is not None:
-        record.update(reference_needed.to_record("reference_memory_estimate"))
-    if cfg.memory_check:
-        check_fits(needed, available)
-    return reference_needed
 
 
 def _measure(cfg: DictConfig, record: dict[str, Any], results_dir: Path) -> None:
@@ -236,19 +185,19 @@ def _measure_configuration(
     tasks = resolve_tasks(cfg.quality, record)
     tokenizer, source, corpus, text = _read_tokens(cfg, record)
     _calibrate_pruning(configuration.pruning, text, corpus, tokenizer, record)
-    prompts = prompt_batch(corpus.ids, cfg.batch_size, cfg.speed.prompt_tokens) if cfg.speed.enabled else None
-    shape, available = _model_shape(cfg), available_bytes()
-    reference = _reference(cfg, shape, available) if cfg.perplexity.enabled else None
+    depths = prompt_depths(cfg.speed) if cfg.speed.enabled else []
+    prompt_sets = [prompt_batch(corpus.ids, cfg.batch_size, depth) for depth in depths]  # each too long: refused now
+    prompts = prompt_sets[0] if prompt_sets else None
+    shape, available = model_shape(cfg), available_bytes()
+    reference = reference_configuration(cfg, shape, available) if cfg.perplexity.enabled else None
     plan = _plan_scoring(cfg, record, results_dir, corpus, source.location, configuration.describe(), reference)
-    reference_needed = _check_memory(cfg, configuration, shape, reference, record, available)
+    reference_needed = check_memory(cfg, configuration, shape, reference, record, available)
 
     def reference_backend(reference: Configuration) -> Backend:
         """The reference's backend, loaded: refused in one line first when it would not fit."""
         if cfg.memory_check and reference_needed is not None:
             what = f"the reference {reference.label} (quality.reference={cfg.quality.reference})"
-            check_fits(
-                reference_needed, available, what, "quality.reference=<a precision that fits, e.g. q8_0> or null"
-            )
+            check_fits(reference_needed, available, what, REFERENCE_REMEDY)
         return _reference_backend(cfg, reference, tokenizer)
 
     computed_reference = plan is not None and scoring.prepare_reference(plan, reference_backend, record["run_id"])
@@ -265,70 +214,29 @@ def _measure_configuration(
         release_freed_memory()
         reset_peak_rss()  # peak_rss_bytes below is generation's alone, comparable across runs
     if prompts is not None:
-        _time_generation(cfg, record, backend, prompts)
+        time_generation(cfg, record, backend, prompts)
+        time_other_depths(cfg, record, backend, prompt_sets[1:])
     record.setdefault("peak_rss_bytes", peak_rss_bytes())  # generation's own, else scoring's
     if prompts is not None and cfg.speed.roofline:
-        _record_roofline(cfg, record, backend)  # after the peak: the bandwidth probe allocates 1 GiB
+        record_roofline(cfg, record, backend)  # after the peak: the bandwidth probe allocates 1 GiB
     run_tasks(tasks, backend, tokenizer, cfg.quality, record, results_dir, source.location, configuration.describe())
 
 
-def _time_generation(cfg: DictConfig, record: dict[str, Any], backend: Backend, prompts: torch.Tensor) -> None:
-    speed = cfg.speed
-    record.update(
-        prompt_tokens=speed.prompt_tokens, new_tokens=speed.new_tokens, speed_repeatability=speed.repeatability
-    )
-
-    def time_section() -> dict[str, Any]:
-        reset_peak_rss()  # the peak of generation alone: not the machine probe's buffer around it
-        fields = measure_speed(
-            backend.generate, prompts, speed.new_tokens, speed.warmup, speed.repeats,
-            speed.min_time_s, speed.max_cv, speed.max_time_s,
-        )  # fmt: skip
-        return {**fields, "peak_rss_bytes": peak_rss_bytes()}
-
-    def probed_section() -> dict[str, Any]:
-        if not speed.machine_probe:
-            return time_section()
-        reference = ProbeReference(_cache_dir(cfg), fingerprint()["machine_id"], cfg.threads)
-        return timed_with_probe(time_section, lambda: probe_seconds(cfg.threads), reference, ProbeSettings.of(speed))
-
-    started = time.perf_counter()
-    record.update(timed_alone(probed_section) if speed.timing_lock else probed_section())
-    record["speed_time_s"] = time.perf_counter() - started  # warm-ups, timed repeats, probes, the lock's wait
-    if cfg.threads > (os.cpu_count() or 1):  # allowed by oversubscribe=true
-        record["oversubscribed"] = True
-        record["speed_warnings"].append(f"threads={cfg.threads} > {os.cpu_count()} logical cores: timings share cores")
-    for warning in record["speed_warnings"]:
-        log.warning("%s", warning)
-
-
-def _record_roofline(cfg: DictConfig, record: dict[str, Any], backend: Backend) -> None:
-    """Decode tokens/s <= bandwidth x batch / bytes per step, at the mean context of the timed steps."""
-    context = cfg.speed.prompt_tokens + cfg.speed.new_tokens / 2 if cfg.speed.kv_cache else 0  # no cache: none read
-    step = backend.decode_bytes_per_step(cfg.batch_size, context)
-    bandwidth = read_bandwidth(
-        _cache_dir(cfg), fingerprint()["machine_id"], cfg.threads, step["total"], cfg.speed.remeasure_bandwidth
-    )
-    record.update(
-        memory_bandwidth_bytes_per_s=bandwidth["bytes_per_s"],
-        bandwidth_threads=bandwidth["threads"],
-        bandwidth_method=bandwidth["method"],
-        bandwidth_buffer_bytes=bandwidth["buffer_bytes"],
-        bandwidth_file=bandwidth["file"],
-        decode_bytes_per_step=step["total"],
-        decode_weight_bytes_per_step=step["weights"],
-        decode_kv_bytes_per_step=step["kv_cache"],
-        roofline_tokens_per_s=cfg.batch_size * bandwidth["bytes_per_s"] / step["total"],
-    )
-    record["roofline_fraction"] = record["decode_tokens_per_s"] / record["roofline_tokens_per_s"]
-
-
 def config_key(cfg: DictConfig) -> str:
-    """A hash of the resolved configuration, less where results and caches go and whether to force."""
+    """A hash of the resolved configuration, less where results and caches go and whether to force. A class
+    (``_target_``) counts by its name, not its module: moving code changes no measurement."""
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     for key in ("results_dir", "cache_dir", "force", "timeout_s", "report", "memory_check"):
         resolved.pop(key, None)
-    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return hashlib.sha256(json.dumps(_class_names(resolved), sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _class_names(node: Any) -> Any:
+    """``node`` with every ``_target_`` cut to its class name (``evalbench.backends.torch.precision.bf16.BF16``:
+    ``BF16``)."""
+    if isinstance(node, dict):
+        return {k: v.rsplit(".", 1)[-1] if k == "_target_" else _class_names(v) for k, v in node.items()}
+    return [_class_names(value) for value in node] if isinstance(node, list) else node
 
 
 def _fail(record: dict[str, Any], exc: BaseException) -> None:
@@ -427,7 +335,6 @@ def run_configuration(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[st
     started = time.perf_counter()
     _measure_record(cfg, record, results_dir)
     record.update(finished_at=_now(), duration_s=time.perf_counter() - started)
-    record["config"] = _recorded_config(cfg)
-    record["env"] = fingerprint()
+    record.update(config=_recorded_config(cfg), overrides=list(overrides), env=fingerprint())
     record["record_file"] = str(write_record(results_dir, record))
     return record

@@ -21,10 +21,10 @@ pytest.importorskip("llama_cpp")
 
 from evalbench.backends.llama_cpp.backend import LlamaCppBackend
 from evalbench.backends.llama_cpp.config import LlamaCppConfig
+from evalbench.backends.llama_cpp.precision import GGUFType
 from evalbench.backends.torch.backend import forward_log_probs as torch_log_probs
 from evalbench.config import ModelConfig
 from evalbench.errors import EvalbenchError
-from evalbench.precision.gguf import GGUFType
 
 SPM, BPE = "spm_tokenizer_dir", "bpe_tokenizer_dir"  # the tokenizer fixtures
 # Largest |llama.cpp - torch| log-prob allowed: float32 rounding, MoE routing and SSM scans add a

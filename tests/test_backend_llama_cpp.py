@@ -20,10 +20,10 @@ pytest.importorskip("llama_cpp")
 from evalbench.backends.llama_cpp.backend import LlamaCppBackend
 from evalbench.backends.llama_cpp.config import LlamaCppConfig
 from evalbench.backends.llama_cpp.convert import CONVERTER_ENV, f32_from_gguf, prepared_gguf
+from evalbench.backends.llama_cpp.precision import GGUF_TYPES, GGUFType
 from evalbench.backends.torch.backend import forward_log_probs as torch_log_probs
 from evalbench.config import ModelConfig
 from evalbench.errors import EvalbenchError, PrecisionError
-from evalbench.precision.gguf import GGUF_TYPES, GGUFType
 
 EXACT = {"kv_cache_type": "f32", "flash_attn": "off"}  # no f16 rounding of the KV cache
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json")

@@ -12,10 +12,10 @@ pytest.importorskip("onnxruntime_genai")
 
 from evalbench.backends.ort_genai.backend import OrtGenaiBackend
 from evalbench.backends.ort_genai.config import OrtGenaiConfig
+from evalbench.backends.ort_genai.precision import OnnxPrecision
 from evalbench.backends.torch.backend import forward_log_probs as torch_log_probs
 from evalbench.config import ModelConfig
 from evalbench.errors import EvalbenchError, PrecisionError
-from evalbench.precision.onnx import OnnxPrecision
 
 
 @pytest.fixture(scope="module")

@@ -87,7 +87,7 @@ def test_decode_step_bytes_count_weights_and_kv_cache(tiny_model):
 def test_the_recorded_roofline_reads_the_kv_cache_at_the_mean_context_of_the_timed_steps(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 
-    from evalbench import runner
+    from evalbench import timed_generation
 
     asked = []
 
@@ -97,13 +97,42 @@ def test_the_recorded_roofline_reads_the_kv_cache_at_the_mean_context_of_the_tim
             return {"weights": 1e6, "kv_cache": 0.0, "total": 1e6}
 
     probe = {"bytes_per_s": 1e10, "threads": 1, "method": "fake", "buffer_bytes": 1 << 20, "file": ""}
-    monkeypatch.setattr(runner, "read_bandwidth", lambda *args: probe)
+    monkeypatch.setattr(timed_generation, "read_bandwidth", lambda *args: probe)
     for kv_cache in (True, False):
-        speed = {"prompt_tokens": 90, "new_tokens": 20, "kv_cache": kv_cache, "remeasure_bandwidth": False}
+        speed = {"new_tokens": 20, "kv_cache": kv_cache, "remeasure_bandwidth": False}
         cfg = OmegaConf.create({"batch_size": 3, "threads": 1, "cache_dir": str(tmp_path), "speed": speed})
-        runner._record_roofline(cfg, {"decode_tokens_per_s": 1.0}, Backend())
+        timed_generation.record_roofline(cfg, {"decode_tokens_per_s": 1.0, "prompt_tokens": 90}, Backend())
     # The 19 timed decode steps after a 90-token prompt attend to 91..109 tokens; without a cache none is read.
     assert asked == [(3, np.mean(range(91, 110))), (3, 0)]
+
+
+def test_a_run_faster_than_the_cached_bandwidth_allows_measures_it_again(tmp_path, monkeypatch):
+    """A probe cached in a slow spell (10 GB/s) would put a run at 150% of its roofline: the bandwidth is probed
+    again (30 GB/s here) and the run lands at 50%; a run within the cached bound asks for no new probe."""
+    from omegaconf import OmegaConf
+
+    from evalbench import timed_generation
+
+    class Backend:
+        def decode_bytes_per_step(self, batch_size: int, context_tokens: float) -> dict[str, float]:
+            return {"weights": 1e9, "kv_cache": 0.0, "total": 1e9}
+
+    asked = []
+
+    def read_bandwidth(cache_dir, machine_id, threads, working_set, remeasure):
+        asked.append(remeasure)
+        speed = 3e10 if remeasure else 1e10
+        return {"bytes_per_s": speed, "threads": threads, "method": "fake", "buffer_bytes": 1 << 30, "file": ""}
+
+    monkeypatch.setattr(timed_generation, "read_bandwidth", read_bandwidth)
+    speed = {"new_tokens": 20, "kv_cache": True, "remeasure_bandwidth": False}
+    cfg = OmegaConf.create({"batch_size": 1, "threads": 2, "cache_dir": str(tmp_path), "speed": speed})
+    fast, calm = {"decode_tokens_per_s": 15.0, "prompt_tokens": 8}, {"decode_tokens_per_s": 5.0, "prompt_tokens": 8}
+    timed_generation.record_roofline(cfg, fast, Backend())
+    timed_generation.record_roofline(cfg, calm, Backend())
+    assert asked == [False, True, False]
+    assert fast["bandwidth_remeasured"] and fast["roofline_fraction"] == pytest.approx(0.5)
+    assert not calm["bandwidth_remeasured"] and calm["roofline_fraction"] == pytest.approx(0.5)
 
 
 def test_tied_embeddings_are_read_whole(tiny_model):

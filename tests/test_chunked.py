@@ -13,13 +13,13 @@ from transformers import LlamaConfig
 from evalbench.backends.ort_genai.config import OrtGenaiConfig
 from evalbench.backends.torch.backend import forward_log_probs, forward_logits
 from evalbench.backends.torch.config import TorchConfig
+from evalbench.backends.torch.precision.bf16 import BF16
+from evalbench.backends.torch.precision.fp32 import FP32
+from evalbench.backends.torch.precision.int4 import Int4WeightOnly
+from evalbench.backends.torch.precision.int8 import Int8WeightOnly
+from evalbench.backends.torch.precision.int8_dynamic import Int8Dynamic
 from evalbench.metrics import chunked, divergence, memory_estimate
 from evalbench.metrics.perplexity import ScoredText, window_spans
-from evalbench.precision.bf16 import BF16
-from evalbench.precision.fp32 import FP32
-from evalbench.precision.int4 import Int4WeightOnly
-from evalbench.precision.int8 import Int8WeightOnly
-from evalbench.precision.int8_dynamic import Int8Dynamic
 from evalbench.pruning.base import Pruning
 from evalbench.quality import scoring
 

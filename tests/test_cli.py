@@ -16,15 +16,17 @@ def test_sweep_records_every_configuration_and_goes_past_failures(tiny_args, tmp
     )  # fmt: skip
     assert out.returncode == 1, out.stderr
     assert "12 configurations, 5 ok, 7 failed" in out.stdout
-    # The sweep ends with the answer: the recommendation's last lines and the report written beside the records.
+    # The sweep ends with the answer card and the report written beside the records, which also says how it was
+    # chosen (the console leaves the trace to the report and to evalbench-report).
     html = tmp_path / "results" / "report" / "report.html"
     last = out.stdout.strip().splitlines()
     assert last[-1].endswith(str(html)) and "max_quality_loss=0.5" in last[-1] and html.is_file()
-    chosen = next(
-        line for line in last if line.startswith(("RECOMMENDED: tiny torch ", "RECOMMENDED (borderline): tiny"))
-    )
+    chosen = next(line for line in last if line.startswith(("Recommended: PyTorch ", "Recommended (borderline: ")))
     assert last.index(chosen) > last.index(next(line for line in last if "12 configurations" in line))
-    assert "dominance check" in out.stdout and "<h2>tiny on machine" in html.read_text()
+    assert "dominance check" not in out.stdout and "<li>dominance check: " in html.read_text()
+    assert "<h2>tiny on machine" in html.read_text()
+    reproduce = next(line for line in last if line.lstrip().startswith("reproduce"))  # this run's values, no sweep
+    assert "threads=1 " in reproduce and "threads=1,0" not in reproduce and "precision=fp32,bf16" not in reproduce
     frame = load_results(tmp_path / "results")
     assert len(frame) == 12
     ok = frame[frame.status == "ok"]
@@ -156,9 +158,29 @@ def test_prompts_longer_than_the_data_are_one_line(tiny_args, tmp_path):
     )
 
 
+def test_a_list_of_prompt_tokens_times_decoding_after_each_depth(tiny_args, tmp_path):
+    """The first depth is the run's own figure (and roofline); each other is recorded in ``speed_at_depth``."""
+    out = evalbench(*tiny_args, "speed.prompt_tokens=[8,48]", "report.enabled=true", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    [run] = load_results(tmp_path / "results").to_dict("records")
+    assert run["prompt_tokens"] == 8 and run["decode_kv_bytes_per_step"] > 0
+    [deep] = run["speed_at_depth"]
+    assert deep["prompt_tokens"] == 48 and deep["decode_tokens_per_s"] > 0
+    page = (tmp_path / "results" / "report" / "report.html").read_text()
+    assert "How much slower is decoding after a long context?" in page
+
+
+@pytest.mark.parametrize("value", ["0", "[8,8]"])
+def test_bad_prompt_tokens_are_one_line(value, tiny_args, tmp_path):
+    out = evalbench(*tiny_args, f"speed.prompt_tokens={value}", cwd=tmp_path)
+    last = out.stderr.strip().splitlines()[-1]
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert last.startswith("evalbench: error: speed.prompt_tokens=") and "[128,2048]" in last, last
+
+
 def test_print_config_runs_nothing_and_writes_nothing(tmp_path):
     out = evalbench("--cfg", "job", "precision=int4", f"results_dir={tmp_path / 'results'}", cwd=tmp_path)
-    assert out.returncode == 0 and "_target_: evalbench.precision.int4.Int4WeightOnly" in out.stdout
+    assert out.returncode == 0 and "_target_: evalbench.backends.torch.precision.int4.Int4WeightOnly" in out.stdout
     assert list(tmp_path.iterdir()) == []
 
 

@@ -13,12 +13,14 @@ import pytest
 from conftest import run_cli
 
 from evalbench import load_results, pareto_front
+from evalbench.analysis.objectives import with_objectives
 
 pytestmark = pytest.mark.e2e
 
 
 LAMBADA_LIMIT = 12
 SCORED_TOKENS = 1024
+DEEP_CONTEXT = 256
 TORCH = ["fp32", "bf16", "int8", "int8_dynamic", "int4"]
 LLAMA_CPP = ["f32", "q8_0", "q4_0", "q4_k_m"]
 ORT = ["ort_fp32", "ort_int8", "ort_int4"]
@@ -37,7 +39,7 @@ def sample_dir(tmp_path_factory):
         "batch_size=1",
         f"perplexity.max_tokens={SCORED_TOKENS}",
         "perplexity.context=512",
-        "speed.prompt_tokens=32",
+        f"speed.prompt_tokens=[32,{DEEP_CONTEXT}]",  # the run's own depth, and a deeper one (llama-bench -d)
         "speed.new_tokens=8",
         "speed.repeats=2",
         "speed.machine_probe_retimes=0",  # probed, never re-timed: within CI's budget on a shared machine
@@ -53,7 +55,7 @@ def sample_dir(tmp_path_factory):
     # The command ends with the answer: the chosen configuration and the report's HTML.
     last = out.stdout.strip().splitlines()
     assert last[-1].endswith(str(results / "report" / "report.html")) and "max_quality_loss=0.01" in last[-1]
-    assert any(line.startswith(("RECOMMENDED", "NO CONFIGURATION RECOMMENDED")) for line in last[-4:])
+    assert any(line.startswith(("Recommended", "No configuration recommended")) for line in last[-12:])
     return results
 
 
@@ -112,6 +114,24 @@ def test_perplexity_is_sane_and_scored_on_the_same_tokens(sample_results):
     assert sample_results.loc["int8_dynamic", "perplexity"] / fp32 - 1 < 0.10
 
 
+def test_every_runtime_decodes_after_the_deeper_context_too(all_results, tmp_path):
+    """Each run timed at its own 32 prompt tokens and after DEEP_CONTEXT: decode figures with intervals at both, and
+    the report's figure of decode speed against context depth draws every runtime."""
+    assert (all_results.prompt_tokens == 32).all()
+    for precision, row in all_results.iterrows():
+        [deep] = row.speed_at_depth
+        assert deep["prompt_tokens"] == DEEP_CONTEXT, precision
+        assert (
+            0 < deep["decode_tokens_per_s_ci_low"] <= deep["decode_tokens_per_s"] <= deep["decode_tokens_per_s_ci_high"]
+        )
+        assert deep["prefill_tokens_per_s"] > 0 and deep["ttft_s"] > 0
+    from evalbench.report import figures
+
+    fig = figures.speed_vs_context(with_objectives(all_results.reset_index()), "sample")
+    assert {note.text for note in fig.layout.annotations} == {"PyTorch", "llama.cpp", "ONNX Runtime GenAI"}
+    assert len(fig.data) == len(all_results) and all(sorted(t.x) == [32, DEEP_CONTEXT] for t in fig.data)
+
+
 def test_quantized_weights_are_smaller(sample_results):
     weights = sample_results.weight_bytes
     assert weights["fp32"] > weights["bf16"] > weights["int8"] > weights["int4"]
@@ -149,7 +169,8 @@ def test_report_recommends_a_run_that_meets_the_floor(sample_dir, tmp_path):
         p.stem.split("-")[0] for p in tmp_path.glob("*.html")
     }
     # With 2 timed repeats the 95% interval is wide, so the choice may be flagged borderline.
-    assert re.search(rf"RECOMMENDED( \(borderline\))?: smollm2-135m {chosen.backend} {chosen.precision} ", out.stdout)
+    runtime = {"torch": "PyTorch", "llama_cpp": "llama.cpp", "ort_genai": "ONNX Runtime GenAI"}[chosen.backend]
+    assert re.search(rf"Recommended( \(borderline[^)]*\))?: {re.escape(runtime)} {chosen.precision} \(", out.stdout)
 
 
 FLOORS = [0, 1e-4, 1e-3, 0.003, 0.01, 0.03, 0.1, 0.3, 1]

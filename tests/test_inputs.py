@@ -104,6 +104,13 @@ def test_offline_without_local_data(monkeypatch):
         ("perplexity.max_tokens", 1, "perplexity.max_tokens=1 is invalid; valid: 0 or null"),
         ("perplexity.stride", 2048, r"perplexity.stride=2048 is invalid; valid: null or 1..perplexity.context"),
         ("speed.new_tokens", 1, "speed.new_tokens=1 is invalid; valid: an integer >= 2"),
+        (
+            "speed.prompt_tokens",
+            [],
+            r"speed.prompt_tokens=\[\] is invalid; valid: an integer >= 1, or a list",
+        ),
+        ("speed.prompt_tokens", [8, "x"], r"speed.prompt_tokens=\[8, 'x'\] is invalid; valid: an integer >= 1"),
+        ("speed.prompt_tokens", [64, 0], r"speed.prompt_tokens=\[64, 0\] is invalid; valid: an integer >= 1"),
         ("speed.max_cv", -0.1, "speed.max_cv=-0.1 is invalid; valid: a number >= 0"),
         ("speed.max_time_s", -1.0, "speed.max_time_s=-1.0 is invalid; valid: a number >= 0"),
         ("quality.reference", "fp16", r"quality.reference=fp16 is invalid; valid: auto \(the model's own"),

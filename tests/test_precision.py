@@ -13,14 +13,14 @@ import pytest
 import torch
 from torch import nn
 
+from evalbench.backends.torch.precision.base import replace_linears
+from evalbench.backends.torch.precision.bf16 import BF16
+from evalbench.backends.torch.precision.fp32 import FP32
+from evalbench.backends.torch.precision.int4 import Int4WeightOnly, Int4WeightOnlyLinear
+from evalbench.backends.torch.precision.int8 import Int8WeightOnly, Int8WeightOnlyLinear
+from evalbench.backends.torch.precision.int8_dynamic import Int8Dynamic, Int8DynamicLinear
 from evalbench.errors import PrecisionError
 from evalbench.metrics.memory import weight_bytes
-from evalbench.precision.base import replace_linears
-from evalbench.precision.bf16 import BF16
-from evalbench.precision.fp32 import FP32
-from evalbench.precision.int4 import Int4WeightOnly, Int4WeightOnlyLinear
-from evalbench.precision.int8 import Int8WeightOnly, Int8WeightOnlyLinear
-from evalbench.precision.int8_dynamic import Int8Dynamic, Int8DynamicLinear
 
 PRECISIONS = {
     "fp32": (FP32, None, 1e-6),  # from a float64 copy: the cast must give back the fp32 weights exactly
@@ -96,7 +96,7 @@ def test_int8_dynamic_scales_each_token_on_its_own():
 ERRORS_SCRIPT = """
 import json, torch
 from torch import nn
-from evalbench.precision.int8_dynamic import Int8DynamicLinear
+from evalbench.backends.torch.precision.int8_dynamic import Int8DynamicLinear
 torch.manual_seed(0)
 linear, x = nn.Linear(1536, 576, bias=False), torch.randn(64, 1536)
 with torch.no_grad():

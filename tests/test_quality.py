@@ -184,7 +184,6 @@ def test_the_auto_reference_is_the_checkpoints_dtype(dtype, fits, expected, tmp_
     folder = tiny_checkpoint(tmp_path / "model", "llama", spm_tokenizer_dir, dtype)
     model = ModelConfig(name="tiny", path=str(folder))
     assert reference_name("auto", model, tmp_path / "cache", lambda name: name in fits) == expected
-    assert reference_name("q8_0", model, tmp_path / "cache", lambda name: False) == "q8_0"  # as named
 
 
 def test_a_gguf_sources_auto_reference_is_its_dequantized_weights_when_they_fit(tmp_path):

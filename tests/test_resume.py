@@ -28,6 +28,24 @@ def _load_cleanly(results: Path):
         return load_results(results)
 
 
+def test_every_shipped_precision_has_its_own_key_and_moving_a_class_keeps_it():
+    """Keys tell every precision apart (bf16's file differs from fp32's by its class alone), and a precision
+    class moved to another module keeps the key of the runs recorded before."""
+    from hydra import compose, initialize_config_dir
+
+    from evalbench.config import CONFIG_DIR, register_configs
+    from evalbench.runner import config_key
+
+    register_configs()
+    names = sorted(p.stem for p in (CONFIG_DIR / "precision").glob("*.yaml"))
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        configs = {name: compose("config", overrides=[f"precision={name}"]) for name in names}
+    assert len({config_key(cfg) for cfg in configs.values()}) == len(names) > 15
+    moved = configs["bf16"].copy()
+    moved.precision._target_ = "somewhere.else.BF16"
+    assert config_key(moved) == config_key(configs["bf16"])
+
+
 def test_rerun_skips_recorded_configurations_and_force_measures_again(tiny_args, tmp_path):
     sweep = ["-m", "precision=fp32,int8", *tiny_args]
     assert evalbench(*sweep, cwd=tmp_path).returncode == 0

@@ -12,9 +12,9 @@ import torch
 
 from evalbench.backends.torch.backend import TorchBackend, forward_log_probs
 from evalbench.backends.torch.config import TorchConfig
+from evalbench.backends.torch.precision.fp32 import FP32
 from evalbench.config import ModelConfig
 from evalbench.errors import EvalbenchError
-from evalbench.precision.fp32 import FP32
 
 COMPILED_GREEDY_TOKENS = """
 import json, sys, torch
@@ -22,7 +22,7 @@ from pathlib import Path
 from transformers import AutoTokenizer
 from evalbench.backends.torch.config import TorchConfig
 from evalbench.config import ModelConfig
-from evalbench.precision.fp32 import FP32
+from evalbench.backends.torch.precision.fp32 import FP32
 model_dir, cache_dir = sys.argv[1], Path(sys.argv[2])
 backend = TorchConfig(compile=True).build(FP32(), ModelConfig(name="tiny", path=model_dir), cache_dir)
 backend.load(AutoTokenizer.from_pretrained(model_dir))

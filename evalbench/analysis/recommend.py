@@ -166,7 +166,11 @@ class QualityFloor:
         return self.baseline * (1 - self.max_loss if self.higher_better else 1 + self.max_loss)
 
     def format_loss(self, loss: float) -> str:
-        return f"{loss:+.4g}" if self.absolute else f"{loss:+.2%}"
+        """``+0.008`` (absolute), ``+0.35%``; a relative loss under 0.1% to three decimals (``-0.031%``)."""
+        if self.absolute:
+            return f"{loss:+.4g}"
+        percent = 100 * loss
+        return f"{percent:+.2f}%" if abs(percent) >= 0.1 else f"{percent:+.3f}%"
 
     def describe(self) -> str:
         if self.absolute:

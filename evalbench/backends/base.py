@@ -7,6 +7,7 @@ and every backend is fed those ids.
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ class BackendConfig:
 
     backend_class: ClassVar[str]
     name: ClassVar[str]
+    runtime_name: ClassVar[str]  # in words, for the report ("llama.cpp")
     kv_cache_optional: ClassVar[bool] = False  # speed.kv_cache=false (recompute the prefix each step) is possible
     prunable: ClassVar[bool] = False  # pruning applies to the weights this backend loads
 
@@ -139,3 +141,14 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional: most backends free on garbage collection
         """Release the model."""
+
+
+def runtime_name(backend: str) -> str:
+    """The runtime of ``backend`` (a record's ``backend``) in words, from its config class; the name itself
+    for a backend this installation does not have."""
+    try:
+        module = importlib.import_module(f"evalbench.backends.{backend}.config")
+    except ImportError:
+        return backend
+    configs = [c for c in vars(module).values() if isinstance(c, type) and issubclass(c, BackendConfig)]
+    return next((c.runtime_name for c in configs if getattr(c, "name", None) == backend), backend)

@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 from torch import nn
 from torch.nn.utils import prune
 
+from evalbench.backends.torch.precision.base import linear_layers
 from evalbench.errors import EvalbenchError
-from evalbench.precision.base import linear_layers
 from evalbench.pruning.base import Pruning
 
 

@@ -54,15 +54,9 @@ def run_report(cfg: DictConfig) -> dict[str, object]:
     return write_report(df, output_dir, targets, png=cfg.png)
 
 
-def recommendations_text(outcome: dict[str, object], last_lines: int | None = None) -> str:
-    """Each group's decision trace (its last ``last_lines`` lines only, when given) under its title."""
-    from evalbench.report.export import section_title
-
-    blocks = []
-    for group, rec in outcome["recommendations"].items():
-        lines = str(rec).splitlines()
-        blocks.append(f"== {section_title(group)}\n" + "\n".join(lines[-last_lines:] if last_lines else lines))
-    return "\n\n".join(blocks)
+def recommendations_text(outcome: dict[str, object], with_trace: bool = True) -> str:
+    """Each group's answer (the report's answer card as text), with how it was chosen unless told not to."""
+    return "\n\n".join(answer.to_text(with_trace) for answer in outcome["answers"].values())
 
 
 def report_after_sweep(cfg: DictConfig) -> None:
@@ -80,7 +74,7 @@ def report_after_sweep(cfg: DictConfig) -> None:
     except EvalbenchError as exc:
         print(f"evalbench: no recommendation: {exc}", flush=True)
         return
-    print(f"\n{recommendations_text(outcome, last_lines=3)}\n")
+    print(f"\n{recommendations_text(outcome, with_trace=False)}\n")
     floor = f"max_quality_loss={report.max_quality_loss:g}; evalbench-report for other targets"
     print(f"report ({floor}): {outcome['html']}")
 

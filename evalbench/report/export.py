@@ -12,24 +12,11 @@ from evalbench.analysis.objectives import GROUP_COLUMNS, NO_TOKEN_SET, with_obje
 from evalbench.analysis.recommend import Recommendation, recommend
 from evalbench.config import Targets
 from evalbench.report import figures
+from evalbench.report.answer import Answer, answer_of
+from evalbench.report.tables import front_table
 
 log = logging.getLogger(__name__)
 PNG_HINT = "pip install kaleido and a Chrome or Chromium browser (Debian: apt-get install chromium)"
-SUMMARY_COLUMNS = [
-    "model",
-    "backend",
-    "precision",
-    "weight_bits",
-    "threads",
-    "batch_size",
-    "perplexity",
-    "ppl_ratio",
-    "decode_tokens_per_s",
-    "prefill_tokens_per_s",
-    "ttft_s",
-    "peak_rss_bytes",
-    "weight_bytes",
-]
 
 
 Group = tuple[str, str, str]  # model, machine, token set
@@ -59,20 +46,29 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def _write_figure(fig, stem: Path, png: bool) -> list[Path]:
-    written = [stem.with_suffix(".html")]
-    fig.write_html(written[0], include_plotlyjs="directory")  # one shared plotly.min.js, works offline
-    if png:
-        try:
-            fig.write_image(stem.with_suffix(".png"), width=1200, height=700)
-            written.append(stem.with_suffix(".png"))
-        except Exception as exc:  # no kaleido, or no browser for it to drive
-            log.warning("PNG of %s skipped (%s); for PNG files: %s", stem.name, type(exc).__name__, PNG_HINT)
-    return written
+class FigureWriter:
+    """Each figure as interactive HTML and, while a renderer works, as PNG: the first failure is said once, with
+    what to install, and no other PNG is tried."""
+
+    def __init__(self, png: bool) -> None:
+        self.png = png
+
+    def write(self, fig, stem: Path) -> list[Path]:
+        written = [stem.with_suffix(".html")]
+        fig.write_html(written[0], include_plotlyjs="directory")  # one shared plotly.min.js, works offline
+        if self.png:
+            try:
+                fig.write_image(stem.with_suffix(".png"), width=1200, height=700)
+                written.append(stem.with_suffix(".png"))
+            except Exception as exc:  # no kaleido, or no browser for it to drive
+                self.png = False
+                log.warning("PNG figures skipped (%s); for PNG files: %s", type(exc).__name__, PNG_HINT)
+        return written
 
 
 def write_report(df: pd.DataFrame, output_dir: Path, targets: Targets, png: bool = True) -> dict[str, object]:
-    """Write every output for ``df`` into ``output_dir``; return the recommendations, the files and the HTML report."""
+    """Write every output for ``df`` into ``output_dir``; return the recommendations, their answers, the files
+    and the HTML report."""
     output_dir.mkdir(parents=True, exist_ok=True)
     recommendations = recommend_each(df, targets)
     runs = with_objectives(df)
@@ -83,28 +79,37 @@ def write_report(df: pd.DataFrame, output_dir: Path, targets: Targets, png: bool
     runs.to_csv(output_dir / "runs.csv", index=False)
     frontier.to_csv(output_dir / "frontier.csv", index=False)
     files: list[Path] = [output_dir / "runs.csv", output_dir / "frontier.csv"]
-    html = HtmlReport(f"Quality floor: {targets.quality}, max_quality_loss={targets.max_quality_loss:g} against the "
-                      f"baseline; targets: {_targets_text(targets)}.")  # fmt: skip
+    answers = {group: answer_of(section_title(group), rec, targets) for group, rec in recommendations.items()}
+    html, writer = HtmlReport(), FigureWriter(png)
     ok = runs[runs["status"] == "ok"]
     for group, rec in recommendations.items():
-        html.section(section_title(group), str(rec), rec.frontier.reindex(columns=SUMMARY_COLUMNS))
+        html.section(answers[group], front_table(rec) if rec.floor is not None else None)
         runs_of_group = ok[(ok[GROUP_COLUMNS] == pd.Series(group, index=GROUP_COLUMNS)).all(axis=1)]
-        if len(runs_of_group):
-            slug = _slug(group)
-            fig = figures.quality_vs_speed(runs_of_group, rec.frontier, rec.config, rec.floor)
-            files += _write_figure(fig, output_dir / f"quality_vs_speed-{slug}", png)
-            html.figure(fig)
-    if len(ok):
-        for name, make in (
-            ("speed_vs_threads", figures.speed_vs_threads),
-            ("throughput_vs_batch", figures.throughput_vs_batch),
-            ("memory_by_precision", figures.memory_by_precision),
-        ):
-            fig = make(ok)
-            files += _write_figure(fig, output_dir / name, png)
+        for name, fig in group_figures(runs_of_group, rec, group):
+            files += writer.write(fig, output_dir / f"{name}-{_slug(group)}")
             html.figure(fig)
     files += html.write(output_dir)
-    return {"recommendations": recommendations, "files": files, "html": output_dir / "report.html"}
+    return {"recommendations": recommendations, "answers": answers, "files": files, "html": output_dir / "report.html"}
+
+
+def group_figures(runs: pd.DataFrame, rec: Recommendation, group: Group) -> list[tuple[str, object]]:
+    """The figures of one group's successful runs, each under its file name: none when it has no run."""
+    if runs.empty:
+        return []
+    model, machine, _ = group
+    subtitle = f"{model} on machine {machine}"
+    made = [("quality_vs_speed", figures.quality_vs_speed(runs, rec, subtitle))] if rec.floor is not None else []
+    for name, make in (
+        ("speed_vs_context", figures.speed_vs_context),
+        ("speed_vs_threads", figures.speed_vs_threads),
+        ("throughput_vs_batch", figures.throughput_vs_batch),
+        ("roofline_fraction", figures.roofline_fraction),
+        ("memory_by_precision", figures.memory_by_precision),
+    ):
+        fig = make(runs, subtitle)
+        if fig is not None:
+            made.append((name, fig))
+    return made
 
 
 def _slug(group: Group) -> str:
@@ -114,18 +119,37 @@ def _slug(group: Group) -> str:
     return "-".join(str(part) for part in parts).replace("/", "_")
 
 
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em 2em;max-width:1300px;color:#222}
+h1{font-size:1.4em;margin:0 0 .4em} h2{font-size:1.15em;margin:1.6em 0 .5em}
+.answer{border:2px solid #2a7d2e;border-radius:8px;padding:.8em 1.2em;background:#f3faf3;margin-bottom:1em}
+.answer.none{border-color:#b3261e;background:#fdf3f2}
+.headline{font-size:1.25em;font-weight:600;margin:0 0 .5em}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em;margin:0}
+dt{font-weight:600;color:#555} dd{margin:0;overflow-wrap:anywhere}
+code{background:#fff;border:1px solid #ccc;padding:1px 4px;white-space:pre-wrap;overflow-wrap:anywhere}
+details{margin-top:.6em} li{margin:.2em 0}
+table{border-collapse:collapse;font-size:.9em} th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}
+td:nth-child(2),th:nth-child(2){text-align:left} .js-plotly-plot{margin:1em 0}
+"""
+
+
 class HtmlReport:
-    """``report.md`` and ``report.html``: each section's decision trace and Pareto front; the HTML also
-    holds every figure, drawn by the ``plotly.min.js`` written beside it (works offline)."""
+    """``report.md`` and ``report.html``: each group's answer card first, its Pareto front in human units, then
+    its figures; the HTML draws them with the ``plotly.min.js`` written beside it (works offline)."""
 
-    def __init__(self, intro: str) -> None:
-        self.markdown = ["# evalbench report", "", intro, ""]
-        self.body = [f"<h1>evalbench report</h1><p>{escape(intro)}</p>"]
+    def __init__(self) -> None:
+        self.markdown = ["# evalbench report", ""]
+        self.body = ["<h1>evalbench report: what to deploy, and why</h1>"]
 
-    def section(self, title: str, trace: str, front: pd.DataFrame) -> None:
-        self.markdown += [f"## {title}", "", "```", trace, "```", "", "Pareto front:", "", markdown_table(front), ""]
-        table = front.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0)
-        self.body.append(f"<h2>{escape(title)}</h2><pre>{escape(trace)}</pre><h3>Pareto front</h3>{table}")
+    def section(self, answer: Answer, front: pd.DataFrame | None) -> None:
+        self.markdown += [f"## {answer.title}", "", answer.to_markdown(), ""]
+        self.body.append(f"<h2>{escape(answer.title)}</h2>{answer.to_html()}")
+        if front is not None and len(front):
+            self.markdown += ["Pareto front (no run is both faster and closer to the baseline):", "",
+                              markdown_table(front), ""]  # fmt: skip
+            table = front.to_html(index=False, border=0, escape=True)
+            self.body.append(f"<h3>Pareto front: no run is both faster and closer to the baseline</h3>{table}")
 
     def figure(self, fig) -> None:
         self.body.append(fig.to_html(full_html=False, include_plotlyjs=False))
@@ -134,22 +158,8 @@ class HtmlReport:
         (output_dir / "report.md").write_text("\n".join(self.markdown), encoding="utf-8")
         page = (
             '<!DOCTYPE html><html><head><meta charset="utf-8"><title>evalbench report</title>'
-            '<script src="plotly.min.js"></script><style>body{font-family:sans-serif;margin:2em}'
-            "table{border-collapse:collapse}td,th{padding:2px 8px;text-align:right}</style></head><body>"
+            f'<script src="plotly.min.js"></script><style>{STYLE}</style></head><body>'
             + "\n".join(self.body) + "</body></html>"
         )  # fmt: skip
         (output_dir / "report.html").write_text(page, encoding="utf-8")
         return [output_dir / "report.md", output_dir / "report.html"]
-
-
-def _targets_text(targets: Targets) -> str:
-    parts = [
-        f"{name} {value:g}"
-        for name, value in (
-            ("decode tokens/s >=", targets.min_decode_tokens_per_s),
-            ("peak RSS bytes <=", targets.max_memory_bytes),
-            ("ttft s <=", targets.max_ttft_s),
-        )
-        if value is not None
-    ]
-    return ", ".join(parts) or "none"

@@ -38,6 +38,7 @@ class LlamaCppConfig(BackendConfig):
 
     backend_class: ClassVar[str] = "evalbench.backends.llama_cpp.backend.LlamaCppBackend"
     name: ClassVar[str] = "llama_cpp"
+    runtime_name: ClassVar[str] = "llama.cpp"
 
     n_ctx: int = 1024  # tokens of the scoring context; grown to fit a longer window
     n_batch: int = 512  # tokens per llama_decode call

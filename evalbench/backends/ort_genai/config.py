@@ -41,6 +41,7 @@ class OrtGenaiConfig(BackendConfig):
 
     backend_class: ClassVar[str] = "evalbench.backends.ort_genai.backend.OrtGenaiBackend"
     name: ClassVar[str] = "ort_genai"
+    runtime_name: ClassVar[str] = "ONNX Runtime GenAI"
 
     builder_options: dict[str, str] | None = field(default_factory=dict)  # null: none
 

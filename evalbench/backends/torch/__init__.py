@@ -1,1 +1,1 @@
-"""Eager PyTorch through Hugging Face Transformers, with evalbench's precisions (``evalbench/precision``)."""
+"""Eager PyTorch through Hugging Face Transformers, with its precisions (``precision/``)."""

@@ -28,6 +28,7 @@ class TorchConfig(BackendConfig):
 
     backend_class: ClassVar[str] = "evalbench.backends.torch.backend.TorchBackend"
     name: ClassVar[str] = "torch"
+    runtime_name: ClassVar[str] = "PyTorch"
     kv_cache_optional: ClassVar[bool] = True
     prunable: ClassVar[bool] = True
 

@@ -9,8 +9,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from evalbench.backends.torch.precision.base import QuantizedLinear, TorchPrecision, replace_linears
 from evalbench.errors import PrecisionError
-from evalbench.precision.base import Precision, QuantizedLinear, replace_linears
 
 REDUCE_RANGE_CHOICES = ("weights", "activations", "none")
 
@@ -54,7 +54,7 @@ class Int8DynamicLinear(QuantizedLinear):
 
 
 @dataclass
-class Int8Dynamic(Precision):
+class Int8Dynamic(TorchPrecision):
     """W8A8: int8 per-channel weights, int8 per-token activations, int32 accumulation, fp32 elsewhere."""
 
     weight_bits: ClassVar[int] = 8

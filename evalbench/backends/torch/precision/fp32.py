@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from evalbench.precision.base import Precision
+from evalbench.backends.torch.precision.base import TorchPrecision
 
 
 @dataclass
-class FP32(Precision):
+class FP32(TorchPrecision):
     """Weights and compute in float32."""
 
     name: str = "fp32"

@@ -8,8 +8,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from evalbench.backends.torch.precision.base import QuantizedLinear, TorchPrecision, replace_linears
 from evalbench.errors import PrecisionError
-from evalbench.precision.base import Precision, QuantizedLinear, replace_linears
 
 SUPPORTED_GROUP_SIZES = (32, 64, 128, 256)
 
@@ -41,7 +41,7 @@ class Int4WeightOnlyLinear(QuantizedLinear):
 
 
 @dataclass
-class Int4WeightOnly(Precision):
+class Int4WeightOnly(TorchPrecision):
     """Group-wise int4 weights (``group_size`` inputs share a scale and zero); the rest in bf16."""
 
     weight_bits: ClassVar[int] = 4

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from evalbench.precision.base import Precision, QuantizedLinear, replace_linears
+from evalbench.backends.torch.precision.base import QuantizedLinear, TorchPrecision, replace_linears
 
 
 class Int8WeightOnlyLinear(QuantizedLinear):
@@ -26,7 +26,7 @@ class Int8WeightOnlyLinear(QuantizedLinear):
 
 
 @dataclass
-class Int8WeightOnly(Precision):
+class Int8WeightOnly(TorchPrecision):
     """Symmetric per-output-channel int8 weights; the rest of the model in bf16."""
 
     weight_bits: ClassVar[int] = 8

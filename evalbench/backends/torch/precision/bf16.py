@@ -8,11 +8,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from evalbench.precision.base import Precision
+from evalbench.backends.torch.precision.base import TorchPrecision
 
 
 @dataclass
-class BF16(Precision):
+class BF16(TorchPrecision):
     """Every parameter cast to bfloat16; matmuls run in oneDNN's bf16 kernels."""
 
     weight_bits: ClassVar[int] = 16
