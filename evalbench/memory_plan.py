@@ -24,6 +24,7 @@ def model_shape(cfg: DictConfig) -> ModelShape:
 
 
 def workload(cfg: DictConfig) -> Workload:
+    """What the run asks of the model at once: its batch, its deepest generation, its scoring window."""
     sequence = max(prompt_depths(cfg.speed)) + cfg.speed.new_tokens if cfg.speed.enabled else 0
     return Workload(cfg.batch_size, sequence, cfg.perplexity.context if cfg.perplexity.enabled else 0)
 
