@@ -174,9 +174,7 @@ class EvalbenchConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     backend: Any = MISSING  # instantiated through its ``_target_`` (``evalbench/backends``)
-    precision: Any = (
-        MISSING  # instantiated through its ``_target_`` (its runtime's ``evalbench/backends/<runtime>/precision``)
-    )
+    precision: Any = MISSING  # through its ``_target_`` (``evalbench/backends/<runtime>/precision``)
     pruning: Any = MISSING  # instantiated through its ``_target_`` (``evalbench/pruning``)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)

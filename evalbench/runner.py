@@ -33,10 +33,7 @@ from evalbench.errors import EvalbenchError, one_line
 from evalbench.isolation import measure_in_child
 from evalbench.memory_plan import REFERENCE_REMEDY, check_memory, model_shape, reference_configuration
 from evalbench.metrics.memory import peak_rss_bytes, release_freed_memory, reset_peak_rss
-from evalbench.metrics.memory_estimate import (
-    available_bytes,
-    check_fits,
-)
+from evalbench.metrics.memory_estimate import available_bytes, check_fits
 from evalbench.metrics.perplexity import Corpus, tokenize
 from evalbench.metrics.speed import prompt_batch
 from evalbench.model import reuse

@@ -158,12 +158,18 @@ def test_prompts_longer_than_the_data_are_one_line(tiny_args, tmp_path):
     )
 
 
-def test_a_list_of_prompt_tokens_times_decoding_after_each_depth(tiny_args, tmp_path):
+def test_a_list_of_prompt_tokens_times_decoding_after_each_depth(tiny_args, tiny_model_dir, tmp_path):
     """The first depth is the run's own figure (and roofline); each other is recorded in ``speed_at_depth``."""
+    from transformers import AutoConfig
+
+    from evalbench.metrics.bandwidth import kv_values_per_token
+
     out = evalbench(*tiny_args, "speed.prompt_tokens=[8,48]", "report.enabled=true", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     [run] = load_results(tmp_path / "results").to_dict("records")
-    assert run["prompt_tokens"] == 8 and run["decode_kv_bytes_per_step"] > 0
+    # The roofline reads the float32 KV cache at the first depth's mean context: 8 prompt tokens + 4 new / 2.
+    kv_bytes = (8 + 4 / 2) * kv_values_per_token(AutoConfig.from_pretrained(tiny_model_dir)) * 4
+    assert run["prompt_tokens"] == 8 and run["decode_kv_bytes_per_step"] == pytest.approx(kv_bytes)
     [deep] = run["speed_at_depth"]
     assert deep["prompt_tokens"] == 48 and deep["decode_tokens_per_s"] > 0
     page = (tmp_path / "results" / "report" / "report.html").read_text()

@@ -7,6 +7,7 @@ and every backend is fed those ids.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
@@ -143,6 +144,7 @@ class Backend(ABC):
         """Release the model."""
 
 
+@functools.cache
 def runtime_name(backend: str) -> str:
     """The runtime of ``backend`` (a record's ``backend``) in words, from its config class; the name itself
     for a backend this installation does not have."""

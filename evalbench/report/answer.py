@@ -79,12 +79,8 @@ def answer_of(title: str, rec: Recommendation, targets: Targets) -> Answer:
 
 def quality_loss_text(rec: Recommendation, row: pd.Series) -> str:
     """``perplexity +0.35% (95%: -0.20% to +0.90%) against torch fp32``, and whether it is indistinguishable."""
-    floor = rec.floor
-    low, high = floor.interval(row)
-    loss = f"{floor.metric} {floor.format_loss(row['quality_loss'])}"
-    spread = f" (95%: {floor.format_loss(low)} to {floor.format_loss(high)})" if low != high else ""
-    same = ", indistinguishable from it" if floor.lossless(row) else ""
-    return f"{loss}{spread} against {baseline_name(rec)}{same}"
+    same = ", indistinguishable from it" if rec.floor.lossless(row) else ""
+    return f"{rec.floor.metric} {units.loss(rec.floor, row, '95%: ')} against {baseline_name(rec)}{same}"
 
 
 def baseline_name(rec: Recommendation) -> str:

@@ -32,13 +32,14 @@ WORDS = {
 HOVER = ["threads", "batch_size", "perplexity", "decode_tokens_per_s", "prefill_tokens_per_s"]
 
 
-def _titled(fig: go.Figure, question: str, subtitle: str) -> go.Figure:
+def _titled(fig: go.Figure, question: str, subtitle: str, height: int = 560, from_zero: bool = True) -> go.Figure:
     """The question as the title, what is drawn beneath it; facet titles as their values alone; the legend
-    beneath the plot (wrapping, never scrolling); no axis of a speed or a size below 0."""
+    beneath the plot (wrapping, never scrolling); ``from_zero``: no y axis (a speed, a size) below 0."""
     fig.for_each_annotation(lambda note: note.update(text=note.text.split("=", 1)[-1]))
-    fig.update_yaxes(autorangeoptions={"minallowed": 0})
+    if from_zero:
+        fig.update_yaxes(autorangeoptions={"minallowed": 0})
     return fig.update_layout(
-        title={"text": f"{question}<br><sup>{subtitle}</sup>"}, margin={"t": 90}, height=560,
+        title={"text": f"{question}<br><sup>{subtitle}</sup>"}, margin={"t": 90}, height=height,
         legend={"orientation": "h", "yanchor": "top", "y": -0.18, "xanchor": "left", "x": 0},
     )  # fmt: skip
 
@@ -114,9 +115,9 @@ def quality_vs_speed(runs: pd.DataFrame, rec: Recommendation, subtitle: str) -> 
     axis = f"{floor.metric} loss against {baseline_name(rec)} ({unit or 'absolute'}, symmetric log scale)"
     fig.update_yaxes(tickvals=tickvals, ticktext=ticktext, title=axis)
     fig.update_xaxes(autorangeoptions={"minallowed": 0})
-    fig = _titled(fig, "Which runs stay within the quality floor, and how fast do they decode?",
-                   f"{subtitle}; 95% intervals; numbers: the Pareto front table; lower is better")  # fmt: skip
-    return fig.update_yaxes(autorangeoptions={"minallowed": None}).update_layout(height=680)
+    return _titled(fig, "Which runs stay within the quality floor, and how fast do they decode?",
+                   f"{subtitle}; 95% intervals; numbers: the Pareto front table; lower is better",
+                   height=680, from_zero=False)  # fmt: skip
 
 
 def _draw_front(fig: go.Figure, rec: Recommendation, symlog: SymLog, scale: float) -> None:

@@ -32,17 +32,12 @@ COLUMNS = ["#", "configuration", "threads", "batch", "quality loss (95%)", "perp
 
 
 def _row(rec: Recommendation, row: pd.Series, recommended: bool) -> list[str]:
-    floor = rec.floor
-    low, high = floor.interval(row)
-    loss = floor.format_loss(row["quality_loss"]) + (
-        f" ({floor.format_loss(low)} to {floor.format_loss(high)})" if low != high else ""
-    )
     return [
         f"{row['front_number']}" + (" ★" if recommended else ""),
         f"{units.runtime(row['backend'])} {row['precision']}" + (f" ({row['levers']})" if row.get("levers") else ""),
         str(row["threads"]),
         str(row["batch_size"]),
-        loss,
+        units.loss(rec.floor, row),
         _number(row.get("perplexity"), ".2f"),
         _number(row.get("kld_mean"), ".4f"),
         units.rate(row, "decode_tokens_per_s", short=True),

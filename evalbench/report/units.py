@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
+from evalbench.analysis.recommend import QualityFloor
 from evalbench.backends.base import runtime_name
 
 
 def known(value: object) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value)) and not pd.isna(value)
+    """A recorded figure, not a missing one (None or NaN)."""
+    return not pd.isna(value)
 
 
 def size(n_bytes: object) -> str:
@@ -39,6 +39,14 @@ def rate(row: pd.Series, column: str, short: bool = False) -> str:
     if short:
         return f"{row[column]:.1f}" + (f" ({low:.1f}-{high:.1f})" if known(low) and known(high) else "")
     return f"{row[column]:.1f} tok/s" + interval(low, high, ".1f")
+
+
+def loss(floor: QualityFloor, row: pd.Series, label: str = "") -> str:
+    """``row``'s quality loss with its 95% interval when it has one: ``+0.41% (95%: +0.10% to +0.72%)``, the
+    interval after ``label``."""
+    low, high = floor.interval(row)
+    spread = f" ({label}{floor.format_loss(low)} to {floor.format_loss(high)})" if low != high else ""
+    return floor.format_loss(row["quality_loss"]) + spread
 
 
 def count(value: object) -> str:
