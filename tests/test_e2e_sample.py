@@ -121,9 +121,9 @@ def test_every_runtime_decodes_after_the_deeper_context_too(all_results, tmp_pat
     for precision, row in all_results.iterrows():
         [deep] = row.speed_at_depth
         assert deep["prompt_tokens"] == DEEP_CONTEXT, precision
-        assert (
-            0 < deep["decode_tokens_per_s_ci_low"] <= deep["decode_tokens_per_s"] <= deep["decode_tokens_per_s_ci_high"]
-        )
+        # With 2 timed repeats a 95% interval can reach below 0 tokens/s: only its order is asserted.
+        low, high = deep["decode_tokens_per_s_ci_low"], deep["decode_tokens_per_s_ci_high"]
+        assert low <= deep["decode_tokens_per_s"] <= high and deep["decode_tokens_per_s"] > 0, precision
         assert deep["prefill_tokens_per_s"] > 0 and deep["ttft_s"] > 0
     from evalbench.report import figures
 
