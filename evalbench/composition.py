@@ -35,6 +35,11 @@ def _last_override(overrides: Sequence[str], key: str) -> Override | None:
     return found
 
 
+def is_sweep(overrides: Sequence[str]) -> bool:
+    """Whether any override sweeps a list of values (``precision=fp32,int8``)."""
+    return any(override.is_sweep_override() for override in _parsed(overrides))
+
+
 def override_value(overrides: Sequence[str], key: str, default: Any) -> Any:
     """The value Hydra gives ``key`` from ``overrides`` (the last one, parsed as Hydra parses it), else ``default``.
 

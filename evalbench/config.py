@@ -176,6 +176,7 @@ class EvalbenchConfig:
     backend: Any = MISSING  # instantiated through its ``_target_`` (``evalbench/backends``)
     precision: Any = MISSING  # through its ``_target_`` (``evalbench/backends/<runtime>/precision``)
     pruning: Any = MISSING  # instantiated through its ``_target_`` (``evalbench/pruning``)
+    calibration: Any = MISSING  # through its ``_target_`` (``evalbench/calibration``)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)

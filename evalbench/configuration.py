@@ -10,17 +10,18 @@ in memory, else ``f16`` through llama.cpp.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from evalbench.affinity import core_cpus
 from evalbench.backends.base import BackendConfig
+from evalbench.calibration.base import Calibration
 from evalbench.config import CONFIG_DIR, precision_backends, validate
 from evalbench.errors import EvalbenchError
 from evalbench.metrics.memory_estimate import MemoryEstimate, ModelShape, Workload
@@ -42,6 +43,7 @@ class Configuration:
     backend: BackendConfig
     precision: Precision
     pruning: Pruning
+    calibration: Calibration = field(default_factory=Calibration)
 
     @property
     def label(self) -> str:
@@ -58,6 +60,7 @@ class Configuration:
             "backend": self.backend.name,
             **self.backend.describe(),
             **self.pruning.describe(),
+            **self.calibration.describe(),
         }
 
 
@@ -84,8 +87,34 @@ def check_configuration(cfg: DictConfig) -> Configuration:
         )
     precision.check_supported()
     pruning: Pruning = _instantiate("pruning", cfg.pruning)
+    calibration: Calibration = _instantiate("calibration", cfg.calibration)
     _check_levers(cfg, backend, pruning)
-    return Configuration(backend, precision, pruning)
+    _check_calibration(backend, precision, calibration)
+    return Configuration(backend, precision, pruning, calibration)
+
+
+def _check_calibration(backend: BackendConfig, precision: Precision, calibration: Calibration) -> None:
+    """Refuse a calibration method the backend does not run, naming those that do."""
+    if calibration.enabled and calibration.method not in backend.calibration_methods:
+        offered = ", ".join(f"backend={name} ({', '.join(methods)})" for name, methods in calibration_offers().items())
+        raise EvalbenchError(
+            f"calibration={calibration.method} is not offered by backend={backend.name}; valid: calibration=none, "
+            f"or {offered}"
+        )
+    backend.check_calibration(precision, calibration)
+
+
+def calibration_offers() -> dict[str, tuple[str, ...]]:
+    """Each backend in ``conf/backend/`` that runs calibration methods, and the methods."""
+    offers = {}
+    for path in sorted((CONFIG_DIR / "backend").glob("*.yaml")):
+        try:
+            config = get_class(str(OmegaConf.load(path)["_target_"]))
+        except (ImportError, AttributeError, ValueError):
+            continue
+        if config.calibration_methods:
+            offers[config.name] = config.calibration_methods
+    return offers
 
 
 def _check_levers(cfg: DictConfig, backend: BackendConfig, pruning: Pruning) -> None:

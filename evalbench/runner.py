@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from evalbench.affinity import bound
 from evalbench.backends.base import Backend
+from evalbench.calibration.base import Calibration
 from evalbench.composition import check_composed, select_value
 from evalbench.config import cache_dir, prompt_depths
 from evalbench.configuration import Configuration, check_configuration
@@ -82,6 +83,7 @@ def new_record(cfg: DictConfig) -> dict[str, Any]:
         "backend": backend,
         "precision": precision,
         "pruning_method": _group_name(cfg, "pruning", "method"),
+        "calibration": _group_name(cfg, "calibration", "method"),
         "kv_cache": select_value(cfg, "speed.kv_cache", True),
         "threads": threads,
         "batch_size": batch_size,
@@ -115,6 +117,21 @@ def _calibrate_pruning(pruning: Pruning, text: str, corpus: Corpus, tokenizer: A
     record["pruning_calibration_overlaps_scored"] = overlaps
     if overlaps:
         log.warning("pruning calibrates on tokens perplexity also scores (the whole text is scored)")
+
+
+def _calibrate_quantization(calibration: Calibration, text: str, corpus: Corpus, tokenizer: Any) -> None:
+    """Give a data-aware quantization its calibration tokens: the text's last ones, as for pruning."""
+    if not calibration.enabled:
+        return
+    ids, overlaps = calibration_ids(text, len(corpus.text), tokenizer, calibration.tokens)
+    if len(ids) < calibration.tokens:
+        raise EvalbenchError(
+            f"calibration={calibration.method} asks for {calibration.tokens} tokens (calibration.samples x "
+            f"calibration.sequence_length) but the dataset has {len(ids)}; valid: fewer samples or shorter sequences"
+        )
+    calibration.set_tokens(ids, overlaps)
+    if overlaps:
+        log.warning("calibration=%s reads tokens perplexity also scores (the whole text is scored)", calibration.method)
 
 
 def _plan_scoring(
@@ -151,7 +168,9 @@ def _load_backend(cfg: DictConfig, configuration: Configuration, tokenizer: Any,
     release_freed_memory()  # an earlier configuration's model, dropped by take()
     if kept is None:
         reset_peak_rss()  # load_peak_rss_bytes: the peak while loading and converting
-        backend = configuration.backend.build(configuration.precision, cfg.model, cache_dir(cfg), configuration.pruning)
+        backend = configuration.backend.build(
+            configuration.precision, cfg.model, cache_dir(cfg), configuration.pruning, configuration.calibration
+        )
         what = f"loading {record['model']} at {record['backend']} {record['precision']} (converting unless cached)"
         with logged_step(log, what):
             fields = backend.load(tokenizer)
@@ -182,6 +201,7 @@ def _measure_configuration(
     tasks = resolve_tasks(cfg.quality, record)
     tokenizer, source, corpus, text = _read_tokens(cfg, record)
     _calibrate_pruning(configuration.pruning, text, corpus, tokenizer, record)
+    _calibrate_quantization(configuration.calibration, text, corpus, tokenizer)
     depths = prompt_depths(cfg.speed) if cfg.speed.enabled else []
     prompt_sets = [prompt_batch(corpus.ids, cfg.batch_size, depth) for depth in depths]  # each too long: refused now
     prompts = prompt_sets[0] if prompt_sets else None

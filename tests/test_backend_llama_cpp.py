@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import gguf
 import numpy as np
@@ -17,11 +18,13 @@ from conftest import check_batched_generation, train_bpe_tokenizer
 
 pytest.importorskip("llama_cpp")
 
+from evalbench.backends.llama_cpp import imatrix
 from evalbench.backends.llama_cpp.backend import LlamaCppBackend
 from evalbench.backends.llama_cpp.config import LlamaCppConfig
 from evalbench.backends.llama_cpp.convert import CONVERTER_ENV, f32_from_gguf, prepared_gguf
 from evalbench.backends.llama_cpp.precision import GGUF_TYPES, GGUFType
 from evalbench.backends.torch.backend import forward_log_probs as torch_log_probs
+from evalbench.calibration.base import ImportanceMatrix
 from evalbench.config import ModelConfig
 from evalbench.errors import EvalbenchError, PrecisionError
 
@@ -241,3 +244,79 @@ def test_a_missing_converter_says_how_to_get_it(spm_llama_dir, spm_tokenizer, tm
     ) as error:
         backend.load(spm_tokenizer)
     assert CONVERTER_ENV in str(error.value) and "\n" not in str(error.value)
+
+
+def test_importance_matrix_is_each_weights_mean_squared_input_as_torch_computes_it(
+    spm_llama_dir, spm_tokenizer, spm_llama, cache_dir, spm_window
+):
+    """llama.cpp's own forward pass, seen through the eval callback, gives each blk.* weight the mean of its input's
+    squares per column: the numbers torch's hooks give for the same layers on the same tokens."""
+    calibration = ImportanceMatrix(samples=2, sequence_length=64)
+    calibration.set_tokens(spm_window[:128], overlaps_scored=False)
+    model_file, fields = prepared_gguf(
+        ModelConfig(name="tiny", path=str(spm_llama_dir)), GGUFType("q4_k_m"), cache_dir, calibration=calibration
+    )
+    matrix = imatrix.load(Path(fields["imatrix_file"]))
+    assert len(matrix) == 2 * 7  # q, k, v, output, gate, up, down of 2 layers; not the output head
+    inputs: dict[str, list[torch.Tensor]] = {}
+    names = {"self_attn.q_proj": "attn_q", "self_attn.o_proj": "attn_output", "mlp.down_proj": "ffn_down"}
+    hooks = []
+    for name, module in spm_llama.named_modules():
+        for suffix, short in names.items():
+            if name.endswith(suffix):
+                key = f"blk.{name.split('.')[2]}.{short}.weight"
+                hooks.append(module.register_forward_pre_hook(lambda _, args, key=key: inputs[key].append(args[0][0])))
+                inputs[key] = []
+    with torch.inference_mode():
+        for window in calibration.windows:
+            spm_llama(input_ids=window[None])
+    for hook in hooks:
+        hook.remove()
+    assert len(inputs) == 6 and all(len(seen) == 2 for seen in inputs.values())
+    for key, seen in inputs.items():
+        expected = torch.cat(seen).double().square().mean(0).numpy()
+        assert np.allclose(matrix[key], expected, rtol=2e-3, atol=1e-7), key
+    plain, _ = prepared_gguf(ModelConfig(name="tiny", path=str(spm_llama_dir)), GGUFType("q4_k_m"), cache_dir)
+    assert model_file != plain and model_file.read_bytes() != plain.read_bytes()  # the rounding weighed otherwise
+    assert fields["calibration_time_s"] > 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["precision=f16", "calibration=imatrix"],
+            "calibration=imatrix weighs the rounding of quantized GGUF types, and precision=f16 rounds nothing; "
+            "valid: a quantized type",
+        ),
+        (
+            ["precision=int4", "calibration=awq"],
+            "calibration=awq is not offered by backend=torch; valid: calibration=none, or backend=llama_cpp "
+            "(imatrix), backend=openvino (awq, gptq)",
+        ),
+        (
+            ["precision=ov_int8", "calibration=gptq"],
+            "calibration=gptq chooses NNCF's int4 weights, not precision=ov_int8's; valid: precision=ov_int4, or "
+            "calibration=none",
+        ),
+    ],
+)
+def test_calibration_is_refused_where_it_does_not_apply(overrides, message):
+    from hydra import compose, initialize_config_dir
+
+    from evalbench.config import CONFIG_DIR
+    from evalbench.configuration import check_configuration
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    with pytest.raises(EvalbenchError) as error:
+        check_configuration(cfg)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_a_refused_calibration_is_one_line_and_exit_1_on_the_command_line(tmp_path, tiny_args):
+    from conftest import evalbench
+
+    out = evalbench(*tiny_args, "precision=int4", "calibration=imatrix", cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
+    assert "calibration=imatrix is not offered by backend=torch" in out.stdout + out.stderr

@@ -96,8 +96,8 @@ def test_the_sample_sweep_is_44_configurations_each_with_a_backend_that_runs_its
             name: check_configuration(compose("config", ["sweep=sample", f"precision={name}"])).backend.name
             for name in {job["precision"] for job in jobs}
         }
-    assert len(jobs) == 44 and Counter(runtime[job["precision"]] for job in jobs) == {
-        "torch": 16, "llama_cpp": 16, "ort_genai": 12,
+    assert len(jobs) == 56 and Counter(runtime[job["precision"]] for job in jobs) == {
+        "torch": 16, "llama_cpp": 16, "ort_genai": 12, "openvino": 12,
     }  # fmt: skip
 
 
@@ -293,7 +293,8 @@ def test_a_list_for_a_config_group_is_one_line_not_a_merge(mode, tiny_args, tmp_
     message = (
         "precision=[fp32,int8] is a list, but a run takes one precision (Hydra would merge them into one); "
         "valid: precision=<one of: bf16, f16, f32, fp32, int4, int8, int8_dynamic, ort_fp32, ort_int4, ort_int8, "
-        "q4_0, q4_k_m, q4_k_s, q5_k_m, q6_k, q8_0>, or -m precision=fp32,int8 to measure each"
+        "ov_bf16, ov_fp32, ov_int4, ov_int8, q4_0, q4_k_m, q4_k_s, q5_k_m, q6_k, q8_0>, or -m precision=fp32,int8 to "
+        "measure each"
     )
     out = evalbench(*mode, *tiny_args, "precision=[fp32,int8]", cwd=tmp_path)
     assert out.returncode == 1
@@ -354,3 +355,15 @@ def test_a_report_target_written_with_a_unit_is_one_line(target, message, tmp_pa
     assert out.returncode == 1
     line = f"evalbench-report: error: {target} is invalid: targets take no unit; {message}"
     assert out.stderr.strip().splitlines() == [line]
+
+
+def test_a_presets_sweep_given_a_list_without_m_is_left_to_the_sweeper(tmp_path):
+    """``sweep=sample precision=fp32,int8``: the preset makes it a multirun, so the list is a sweep; checking it as
+    one run's value used to end in a traceback."""
+    from evalbench.cli import _check_single_run
+
+    _check_single_run(["sweep=sample", "precision=fp32,int8", f"results_dir={tmp_path}"])
+    assert not list(tmp_path.glob("records/*.json"))  # nothing recorded: the sweeper checks each job
+    with pytest.raises(SystemExit):  # one run's bad value: still refused before Hydra starts, as a record
+        _check_single_run(["precision=int3", f"results_dir={tmp_path}"])
+    assert len(list(tmp_path.glob("records/*.json"))) == 1

@@ -89,6 +89,8 @@ def levers(df: pd.DataFrame) -> pd.Series:
     method, sparsity = _column(df, "pruning_method", "none"), pd.to_numeric(_column(df, "pruning_sparsity", 0))
     pruned = method.astype(str) + "-pruned " + (100 * sparsity).round().astype(int).astype(str) + "%"
     words["pruning"] = pruned.where(method != "none", "")
+    calibration = _column(df, "calibration", "none")
+    words["calibration"] = calibration.astype(str).where(calibration != "none", "")
     load = _column(df, "load_mode", "mmap")
     words["load"] = ("load " + load.astype(str)).where(load != "mmap", "")
     words["affinity"] = _column(df, "affinity", "none").map({"cores": "pinned to cores"}).fillna("")

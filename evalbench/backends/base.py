@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 from hydra.utils import get_class
 
+from evalbench.calibration.base import Calibration
 from evalbench.metrics.memory_estimate import MemoryEstimate, ModelShape, Workload
 from evalbench.metrics.speed import GenerationTiming
 from evalbench.pruning.base import Pruning
@@ -35,6 +36,11 @@ class BackendConfig:
     runtime_name: ClassVar[str]  # in words, for the report ("llama.cpp")
     kv_cache_optional: ClassVar[bool] = False  # speed.kv_cache=false (recompute the prefix each step) is possible
     prunable: ClassVar[bool] = False  # pruning applies to the weights this backend loads
+    calibration_methods: ClassVar[tuple[str, ...]] = ()  # the data-aware quantization methods it runs
+
+    def check_calibration(self, precision: Any, calibration: Calibration) -> None:
+        """Raise :class:`~evalbench.errors.EvalbenchError` when ``calibration`` (a method this backend runs) does not
+        apply to ``precision``."""
 
     def logits_bytes(self, precision: Any) -> int:
         """Bytes per ``[position, token]`` value the backend holds for a scoring window's logits (memory estimate).
@@ -56,10 +62,15 @@ class BackendConfig:
         """The settings recorded with each run (``backend.<field>``)."""
         return {f"backend.{key}": value for key, value in asdict(self).items()}
 
-    def build(self, precision: Any, model_cfg: Any, cache_dir: Path, pruning: Pruning | None = None) -> Backend:
-        """The backend, holding nothing yet: :meth:`Backend.load` loads the model (pruned first, if asked)."""
+    def build(
+        self, precision: Any, model_cfg: Any, cache_dir: Path, pruning: Pruning | None = None,
+        calibration: Calibration | None = None,
+    ) -> Backend:  # fmt: skip
+        """The backend, holding nothing yet: :meth:`Backend.load` loads the model (pruned first, if asked; its
+        weights quantized with ``calibration``'s tokens, if given)."""
         backend = get_class(self.backend_class)(self, precision, model_cfg, cache_dir)
         backend.pruning = pruning or Pruning()
+        backend.calibration = calibration or Calibration()
         return backend
 
 
@@ -75,6 +86,7 @@ class Backend(ABC):
     def __init__(self, config: BackendConfig, precision: Any, model_cfg: Any, cache_dir: Path) -> None:
         self.config, self.precision, self.model_cfg, self.cache_dir = config, precision, model_cfg, cache_dir
         self.pruning = Pruning()  # applied to the FP32 weights before the precision (prunable backends only)
+        self.calibration = Calibration()  # the data-aware quantization's method and tokens (backends that run it)
 
     @abstractmethod
     def version(self) -> str:

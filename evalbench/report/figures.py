@@ -53,6 +53,11 @@ def _labelled(runs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _panels(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """One order of the runtime panels for every figure: by name (llama.cpp, ONNX Runtime GenAI, OpenVINO, PyTorch)."""
+    return {"runtime": sorted(frame["runtime"].unique(), key=str.lower)}
+
+
 def _errors(runs: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series]:
     """The distances from ``column`` up and down to its recorded 95% interval (0 where unknown)."""
     low, high = runs.get(f"{column}_ci_low"), runs.get(f"{column}_ci_high")
@@ -150,6 +155,7 @@ def speed_vs_threads(runs: pd.DataFrame, subtitle: str) -> go.Figure:
     fig = px.line(
         long.sort_values("threads"), x="threads", y="tokens_per_s", error_y="plus", error_y_minus="minus",
         color="precision", line_dash="batch", facet_col="runtime", facet_row="measure", markers=True, labels=WORDS,
+        category_orders=_panels(long),
     )  # fmt: skip
     fig.update_yaxes(matches=None, showticklabels=True)
     fig.update_xaxes(tickvals=sorted(runs["threads"].unique()))
@@ -165,6 +171,7 @@ def throughput_vs_batch(runs: pd.DataFrame, subtitle: str) -> go.Figure:
     fig = px.line(
         table.sort_values("batch_size"), x="batch_size", y="decode_tokens_per_s", error_y="plus",
         error_y_minus="minus", color="precision", line_dash="series", facet_col="runtime", markers=True, labels=WORDS,
+        category_orders=_panels(table),
     )  # fmt: skip
     fig.update_xaxes(tickvals=sorted(runs["batch_size"].unique()))
     fig.update_layout(legend_title_text="precision, threads")
@@ -181,6 +188,7 @@ def roofline_fraction(runs: pd.DataFrame, subtitle: str) -> go.Figure | None:
     table["series"] = "batch " + table["batch_size"].astype(str) + ", " + table["threads"].astype(str) + " thr"
     fig = px.scatter(
         table, x="precision", y="roofline_percent", color="series", facet_col="runtime", labels=WORDS,
+        category_orders=_panels(table),
         hover_data=["decode_tokens_per_s", "roofline_tokens_per_s"],
     )  # fmt: skip
     fig.update_traces(marker={"size": 10}).update_layout(legend_title_text="batch size and threads")
@@ -198,7 +206,7 @@ def speed_vs_context(runs: pd.DataFrame, subtitle: str) -> go.Figure | None:
     fig = px.line(
         depths.sort_values("prompt_tokens"), x="prompt_tokens", y="decode_tokens_per_s", error_y="plus",
         error_y_minus="minus", color="precision", line_dash="series", facet_col="runtime", markers=True,
-        labels=WORDS, log_x=True,
+        labels=WORDS, log_x=True, category_orders=_panels(depths),
     )  # fmt: skip
     fig.update_xaxes(tickvals=sorted(depths["prompt_tokens"].unique()))
     fig.update_layout(legend_title_text="precision, batch size and threads")
@@ -238,7 +246,10 @@ def memory_by_precision(runs: pd.DataFrame, subtitle: str) -> go.Figure:
     long = table.melt(id_vars=["runtime", "precision"], var_name="memory", value_name="bytes")
     long["memory"] = long["memory"].map({"weight_bytes": "weights", "peak_rss_bytes": "peak resident"})
     long["gib"] = long["bytes"] / 2**30
-    fig = px.bar(long, x="precision", y="gib", color="memory", barmode="group", facet_col="runtime", labels=WORDS)
+    fig = px.bar(
+        long, x="precision", y="gib", color="memory", barmode="group", facet_col="runtime", labels=WORDS,
+        category_orders=_panels(long),
+    )  # fmt: skip
     fig.update_xaxes(matches=None)
     return _titled(fig, "How much memory does each configuration take?",
                    f"{subtitle}; the largest over threads and batch sizes")  # fmt: skip

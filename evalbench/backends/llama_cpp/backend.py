@@ -131,7 +131,9 @@ class LlamaCppBackend(Backend):
         return f"llama-cpp-python {self.llama_cpp.__version__} (llama.cpp {self.llama_cpp.llama_version().decode()})"
 
     def load(self, tokenizer: Any) -> dict[str, Any]:
-        path, fields = prepared_gguf(self.model_cfg, self.precision, self.cache_dir, self.config.gguf_file)
+        path, fields = prepared_gguf(
+            self.model_cfg, self.precision, self.cache_dir, self.config.gguf_file, calibration=self.calibration
+        )
         started = time.perf_counter()
         with captured_log() as lines:
             self.model = self._load_model(path)
@@ -149,6 +151,7 @@ class LlamaCppBackend(Backend):
             "repacked_weight_bytes": buffers.get("CPU_REPACK", 0),  # copies re-laid-out for faster kernels
             "read_weight_bytes": buffers.get("CPU", 0),  # read into memory (load_mode=read or mlock)
             "llama_cpp_system_info": self.llama_cpp.llama_print_system_info().decode().strip(),
+            **self.calibration.record_fields(),
         }
 
     def _load_model(self, path: Path) -> Any:

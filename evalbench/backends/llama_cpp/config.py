@@ -39,6 +39,7 @@ class LlamaCppConfig(BackendConfig):
     backend_class: ClassVar[str] = "evalbench.backends.llama_cpp.backend.LlamaCppBackend"
     name: ClassVar[str] = "llama_cpp"
     runtime_name: ClassVar[str] = "llama.cpp"
+    calibration_methods: ClassVar[tuple[str, ...]] = ("imatrix",)
 
     n_ctx: int = 1024  # tokens of the scoring context; grown to fit a longer window
     n_batch: int = 512  # tokens per llama_decode call
@@ -47,6 +48,15 @@ class LlamaCppConfig(BackendConfig):
     flash_attn: str = "auto"
     kv_cache_type: str = "f16"
     gguf_file: str | None = None
+
+    def check_calibration(self, precision: Any, calibration: Any) -> None:
+        """The importance matrix weighs the rounding of quantized types: refused for f32 and f16."""
+        _check(
+            not calibration.enabled or precision.weight_bits < 16,
+            f"calibration={calibration.method} weighs the rounding of quantized GGUF types, and precision="
+            f"{precision.name} rounds nothing; valid: a quantized type (q8_0, q6_k, q5_k_m, q4_k_m, q4_k_s, q4_0) "
+            "or calibration=none",
+        )
 
     def memory_needed(self, precision: Any, shape: ModelShape, workload: Workload, pruning: Pruning) -> MemoryEstimate:
         """The GGUF file, mapped (the embeddings at 16 bits at most), the KV cache of the larger of the scoring and

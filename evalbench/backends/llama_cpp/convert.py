@@ -31,6 +31,7 @@ import gguf
 import numpy as np
 from filelock import FileLock
 
+from evalbench.backends.llama_cpp import imatrix
 from evalbench.errors import EvalbenchError
 from evalbench.model.loader import checkpoint_dir
 from evalbench.model.source import resolve_source
@@ -147,17 +148,22 @@ def f32_from_gguf(source: Path, target: Path) -> None:
     _write_gguf(target, arch, _copy_metadata(reader), tensors)
 
 
-def quantize(base: Path, target: Path, ftype: str, threads: int) -> None:
-    """Write ``target`` from the base GGUF ``base`` with ``llama_model_quantize`` (``ftype``: a llama_cpp constant)."""
+def quantize(base: Path, target: Path, ftype: str, threads: int, matrix: Path | None = None) -> None:
+    """Write ``target`` from the base GGUF ``base`` with ``llama_model_quantize`` (``ftype``: a llama_cpp constant),
+    weighing the rounding by the importance matrix stored in ``matrix``, if given."""
     llama_cpp = init_llama_cpp()
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, ftype)
     params.nthread = threads
+    kept = None
+    if matrix is not None:
+        params.imatrix, kept = imatrix.quantize_params_imatrix(llama_cpp, imatrix.load(matrix))
     what = f"quantizing {base.name} to {target.stem} with llama_model_quantize (once; cached as {target})"
     with logged_step(log, what), _staging(target) as staging:
         status = llama_cpp.llama_model_quantize(str(base).encode(), str(staging).encode(), ctypes.byref(params))
         if status != 0:
             raise EvalbenchError(f"llama_model_quantize could not write {ftype} from {base} (returned {status})")
+    del kept  # the importance matrix's entries, alive until the quantizer is done
 
 
 def converter_dir() -> Path:
@@ -266,10 +272,25 @@ def _once(target: Path, make: Callable[[], None]) -> float:
     return float(json.loads(record.read_text(encoding="utf-8"))["convert_time_s"])
 
 
+def _importance_matrix(base_file: Path, calibration: Any, threads: int) -> tuple[Path, float]:
+    """The importance matrix of ``base_file`` on ``calibration``'s tokens (computed on first use), and the seconds
+    computing it took."""
+    matrix = base_file.with_name(f"imatrix-{hashlib.sha256(calibration.key().encode()).hexdigest()[:16]}.npz")
+
+    def make() -> None:
+        what = f"computing llama.cpp's importance matrix of {base_file.name} on {calibration.tokens} tokens"
+        with logged_step(log, f"{what} (once; cached as {matrix})"), _staging(matrix) as staging:
+            imatrix.save(staging, imatrix.compute(init_llama_cpp(), base_file, calibration.windows, threads))
+
+    return matrix, _once(matrix, make)
+
+
 def prepared_gguf(
-    model_cfg: Any, precision: Any, cache_dir: str | Path, gguf_file: str | None = None, threads: int = 0
-) -> tuple[Path, dict[str, Any]]:
-    """The GGUF file of the model at ``precision`` (a :class:`GGUFType`), made on first use, and its record fields."""
+    model_cfg: Any, precision: Any, cache_dir: str | Path, gguf_file: str | None = None, threads: int = 0,
+    calibration: Any = None,
+) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+    """The GGUF file of the model at ``precision`` (a :class:`GGUFType`), made on first use, and its record fields;
+    with an enabled ``calibration`` (``imatrix``), quantized with the importance matrix of its tokens."""
     llama_cpp = init_llama_cpp()
     cache_dir = Path(cache_dir).expanduser()
     base = _base(model_cfg, cache_dir, gguf_file)
@@ -278,11 +299,15 @@ def prepared_gguf(
     folder = cache_dir / "llama_cpp" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     base_file = folder / f"{base.type}.gguf"
     seconds = _once(base_file, lambda: base.write(base.source, base_file))
-    model_file = base_file
+    model_file, matrix, fields = base_file, None, {}
+    if calibration is not None and calibration.enabled:
+        matrix, calibration_seconds = _importance_matrix(base_file, calibration, threads or os.cpu_count() or 1)
+        fields = {"imatrix_file": str(matrix), "calibration_time_s": calibration_seconds}
     if precision.name != base.type:
-        model_file = folder / f"{precision.name}.gguf"
-        seconds += _once(model_file, lambda: quantize(base_file, model_file, precision.ftype, threads))
+        model_file = folder / (f"{precision.name}-{matrix.stem}.gguf" if matrix else f"{precision.name}.gguf")
+        seconds += _once(model_file, lambda: quantize(base_file, model_file, precision.ftype, threads, matrix))
     return model_file, {
+        **fields,
         "gguf_source": str(base.source),
         "gguf_base_type": base.type,
         "gguf_converter": base.converter,
