@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from evalbench.backends.base import Backend
-from evalbench.backends.openvino.config import OpenVinoConfig
+from evalbench.backends.openvino.config import DEFAULT_KV_BYTES, KV_CACHE_PRECISIONS, OpenVinoConfig
 from evalbench.backends.openvino.export import MODEL_XML, compressed_ir, float_ir
 from evalbench.backends.openvino.precision import INSTALL
 from evalbench.calibration.base import Calibration
@@ -33,7 +33,6 @@ from evalbench.metrics.speed import GenerationTiming
 log = logging.getLogger(__name__)
 # Nodes between a weight constant and the op reading it: decompression (int8/int4) and reshapes.
 PASS_THROUGH = {"Convert", "Subtract", "Multiply", "Reshape"}
-KV_ITEM_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "u8": 1.0, "u4": 0.5, "i8": 1.0}
 
 
 def _import_openvino() -> Any:
@@ -246,7 +245,7 @@ class OpenVinoBackend(Backend):
         config = self.model_config
         heads = config.get("num_key_value_heads") or config["num_attention_heads"]
         head_size = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-        item = KV_ITEM_BYTES.get(_type_name(self.compiled.get_property("KV_CACHE_PRECISION")), 2.0)
+        item = KV_CACHE_PRECISIONS.get(_type_name(self.compiled.get_property("KV_CACHE_PRECISION")), DEFAULT_KV_BYTES)
         kv = batch_size * context_tokens * 2 * config["num_hidden_layers"] * heads * head_size * item
         return {"weights": weights, "kv_cache": float(kv), "total": weights + kv}
 

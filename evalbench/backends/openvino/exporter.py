@@ -15,6 +15,7 @@ ahead of time (in ``$EVALBENCH_CACHE_DIR``, else ``~/.cache/evalbench``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import subprocess
 import sys
@@ -83,8 +84,9 @@ def exporter_python(cache_dir: Path, configured: str | None = None) -> Path:
     return folder / "bin" / "python"
 
 
+@functools.cache
 def exporter_versions(python: Path) -> str:
-    """optimum-intel's and transformers' versions in the exporter environment."""
+    """optimum-intel's and transformers' versions in the exporter environment (asked once per process)."""
     code = "from importlib.metadata import version as v; print(v('optimum-intel'), v('transformers'))"
     done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False)
     if done.returncode != 0:
